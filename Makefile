@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    create .venv, install, run the main job (lkca-edge bench)
+#   make test   create or reuse .venv, run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lkca-edge-installed
+PYTEST_ARGS ?=
+
+.PHONY: run test install bench-perf clean
+
+install: $(STAMP)
+
+# torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build, while
+# torch==2.13.0 is the CPU wheel executorch 1.5.1 is built against.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[all]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/lkca-edge bench
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench-perf: $(STAMP)
+	$(PY) benchmarks/operator_forms.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

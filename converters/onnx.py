@@ -1,0 +1,162 @@
+"""ONNX (.onnx) for ONNX Runtime: torch.onnx dynamo export, then onnxruntime quantization.
+
+Steps: export (one file, no external data) -> check -> [pre-process -> quantize] -> save.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from converters.base import Backend, ConversionResult, Recipe, Runner, register_backend
+from lkca_edge.errors import UserError
+from lkca_edge.export import float_io
+
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+OPSET = 20
+
+RECIPES = {
+    r.name: r for r in (
+        Recipe("fp32", "fp32", "float32 graph as exported"),
+        Recipe("int8", "int8", "static int8 QOperator, u8 activations / s8 per-channel weights, "
+               "calibrated on real images", calibrated=True,
+               options=(("mode", "static"), ("format", "QOperator"))),
+        Recipe("int8-qdq", "int8", "static int8 QDQ, u8 activations / s8 per-channel weights, "
+               "calibrated on real images", calibrated=True,
+               options=(("mode", "static"), ("format", "QDQ"))),
+        Recipe("int8-dynamic", "int8", "dynamic int8: s8 per-channel weights, activations "
+               "quantized at run time", options=(("mode", "dynamic"),)),
+    )
+}
+
+
+class OrtRunner(Runner):
+    backend = "onnx"
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self._path, self._threads = path, threads
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise UserError(f"{path} is not a loadable ONNX model ({_first_line(exc)})") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+
+    def operator_profile(self, x: np.ndarray, runs: int = 10) -> list[dict]:
+        """Per-operator mean time from ORT's own profiler."""
+        import json
+
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self._threads
+        opts.enable_profiling = True
+        with tempfile.TemporaryDirectory() as d:
+            opts.profile_file_prefix = str(Path(d) / "ort")
+            sess = ort.InferenceSession(str(self._path), opts, providers=["CPUExecutionProvider"])
+            for _ in range(runs):
+                sess.run(None, {self.input_name: x})
+            events = json.loads(Path(sess.end_profiling()).read_text())
+        totals: dict[str, list[float]] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                op = e.get("args", {}).get("op_name", "?")
+                totals.setdefault(op, []).append(e.get("dur", 0) / 1000.0)
+        return sorted(({"op": op, "ms": sum(t) / runs, "count": len(t) // max(1, runs),
+                        "delegated": None} for op, t in totals.items()),
+                      key=lambda r: -r["ms"])
+
+
+@register_backend
+class OnnxBackend(Backend):
+    name = "onnx"
+    extension = ".onnx"
+    install_hint = "onnx onnxscript onnxruntime"
+    convert_modules = ("torch", "onnx", "onnxscript", "onnxruntime")
+    runtime_modules = ("onnxruntime",)
+    recipes = RECIPES
+    default_recipes = {"fp32": "fp32", "int8": "int8"}
+
+    def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
+        with tempfile.TemporaryDirectory() as work:
+            fp32_path = Path(work) / "fp32.onnx"
+            self._export(model, example, fp32_path)
+            if recipe.precision == "fp32":
+                fp32_path.replace(out_path)
+            else:
+                self._quantize(fp32_path, out_path, recipe, calibration, Path(work))
+        import onnx
+
+        onnx.checker.check_model(str(out_path))
+        inputs, outputs = float_io(example, model.config.num_classes, INPUT_NAME, OUTPUT_NAME)
+        return ConversionResult(inputs, outputs, {"opset": OPSET, **self.inspect(out_path)})
+
+    # -- steps -----------------------------------------------------------------------------------
+    @staticmethod
+    def _export(model, example: np.ndarray, path: Path) -> None:
+        import torch
+
+        program = torch.onnx.export(model, (torch.from_numpy(example),), dynamo=True,
+                                    opset_version=OPSET, input_names=[INPUT_NAME],
+                                    output_names=[OUTPUT_NAME], verbose=False)
+        program.save(str(path), external_data=False)
+
+    @staticmethod
+    def _quantize(src: Path, dst: Path, recipe: Recipe, calibration: np.ndarray, work: Path) -> None:
+        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                              quantize_dynamic, quantize_static)
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        pre = work / "pre.onnx"
+        quant_pre_process(str(src), str(pre))
+        if recipe.option("mode") == "dynamic":
+            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+            return
+
+        class Images(CalibrationDataReader):
+            def __init__(self):
+                self._it = iter(calibration[i:i + 1] for i in range(len(calibration)))
+
+            def get_next(self):
+                x = next(self._it, None)
+                return None if x is None else {INPUT_NAME: x}
+
+        quantize_static(str(pre), str(dst), Images(),
+                        quant_format=getattr(QuantFormat, recipe.option("format")),
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=True)
+
+    # -- run -------------------------------------------------------------------------------------
+    def load(self, path, threads: int = 1) -> Runner:
+        self.require_runnable()
+        path = Path(path)
+        self.check_artifact_file(path)
+        return OrtRunner(path, threads)
+
+    def inspect(self, path) -> dict:
+        import onnx
+
+        try:
+            m = onnx.load(str(path))
+        except Exception as exc:
+            raise UserError(f"{path} is not an ONNX model ({_first_line(exc)})") from None
+        counts: dict[str, int] = {}
+        for node in m.graph.node:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+        opsets = {o.domain or "ai.onnx": o.version for o in m.opset_import}
+        return {"op_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])), "opsets": opsets}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

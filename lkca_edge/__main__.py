@@ -1,0 +1,3 @@
+from lkca_edge.cli import entry
+
+entry()

@@ -1,0 +1,84 @@
+"""The ``lkca-edge`` command line. Each subcommand is a module in ``lkca_edge.commands``.
+
+Command modules import nothing heavy at module level, so ``lkca-edge --help`` stays instant.
+Errors a user can fix print as one line and exit non-zero; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from lkca_edge import __version__
+
+# Order in --help; a command module not listed here still appears, after these.
+COMMAND_ORDER = ("bench", "zoo", "train", "export", "validate", "devices", "profile", "runs",
+                 "compare", "classify")
+
+
+def command_names() -> list[str]:
+    """Every module in lkca_edge.commands that defines a subcommand (a new command = one file)."""
+    import pkgutil
+
+    from lkca_edge import commands
+
+    found = {m.name for m in pkgutil.iter_modules(commands.__path__) if m.name != "common"}
+    return [n for n in COMMAND_ORDER if n in found] + sorted(found - set(COMMAND_ORDER))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lkca-edge",
+        description="Take compact LKCA vision models to phones and edge boards: "
+                    "train, quantize, convert, validate, profile.")
+    parser.add_argument("--version", action="version", version=f"lkca-edge {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in command_names():
+        module = importlib.import_module(f"lkca_edge.commands.{name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show full tracebacks on errors")
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    debug = args.debug or os.environ.get("LKCA_EDGE_DEBUG") == "1"
+    from lkca_edge.errors import UserError
+
+    try:
+        return int(args._module.run(args) or 0)
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"lkca-edge {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"lkca-edge {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+    except Exception as exc:  # an internal fault: still one line unless --debug
+        if debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"lkca-edge {args.command}: internal error: {type(exc).__name__}: {msg[:300]} "
+              f"(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

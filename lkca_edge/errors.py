@@ -1,0 +1,28 @@
+"""Errors a user can act on: the CLI prints them as one line and exits non-zero."""
+
+from __future__ import annotations
+
+import difflib
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment, shown as one line (exit code 2)."""
+
+    exit_code = 2
+
+
+class BackendUnavailable(UserError):
+    """A backend's runtime or converter is not installed (or cannot run on this OS)."""
+
+
+class GateFailed(UserError):
+    """An artifact was converted but failed its validation gate (exit code 3)."""
+
+    exit_code = 3
+
+
+def unknown_name(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> UserError:
+    """'unknown backend 'tflte'; did you mean: tflite? valid: ...'"""
+    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.5)
+    hint = f"; did you mean: {', '.join(close)}?" if close else ""
+    return UserError(f"unknown {kind} {name!r}{hint} (valid: {', '.join(valid)})")

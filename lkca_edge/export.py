@@ -1,0 +1,179 @@
+"""``lkca-edge export``: choose form -> calibrate -> convert -> validate -> write artifact + manifest.
+
+The artifact is written under a temporary name and renamed into place only after it passed its
+validation gate, so a silently wrong model is never left looking like a success.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lkca_edge.errors import GateFailed, UserError
+from lkca_edge.fileio import atomic_path, ensure_dir
+from lkca_edge.manifest import SCHEMA, Manifest, now_iso, sha256_of, size_of, tool_versions
+
+
+@dataclass
+class ExportRequest:
+    model: str
+    backend: str
+    precision: str | None = "fp32"
+    recipe: str | None = None
+    checkpoint: str | None = None
+    form: str | None = None
+    calibration: str = "digits"
+    calibration_size: int = 128
+    out: str = "out"
+    validate: bool = True
+    enforce_gate: bool = True
+    validation_limit: int | None = None
+    threads: int = 1
+    overrides: dict = field(default_factory=dict)
+    name: str | None = None  # artifact file stem
+
+
+@dataclass
+class ExportResult:
+    artifact: Path
+    manifest: Manifest
+    manifest_path: Path
+
+
+def model_source(model) -> dict:
+    """How to rebuild the torch source model later (for `validate`)."""
+    from lkca_edge.zoo import get_spec
+
+    info = getattr(model, "checkpoint_info", {}) or {}
+    spec = get_spec(model.zoo_name)
+    source: dict = {"checkpoint": None, "pretrained": None, "format": info.get("format")}
+    path = info.get("path")
+    for w in spec.weights:
+        if path and Path(path).resolve() == w.path.resolve():
+            source["pretrained"] = w.tag
+            break
+    else:
+        if path:
+            source["checkpoint"] = str(Path(path).resolve())
+            source["checkpoint_sha256"] = sha256_of(path)
+    c = model.config
+    source["overrides"] = {"image_size": c.image_size, "patch_size": c.patch_size,
+                           "num_classes": c.num_classes}
+    return source
+
+
+def rebuild_source_model(manifest: Manifest):
+    """The torch fp32 model an artifact came from, in the artifact's form."""
+    from lkca_edge.zoo import create_model
+
+    src = manifest.source
+    if src.get("checkpoint") and not Path(src["checkpoint"]).exists():
+        raise UserError(f"the source checkpoint {src['checkpoint']} of this artifact is gone; "
+                        f"cannot rebuild the fp32 reference")
+    return create_model(manifest.model, checkpoint=src.get("checkpoint"),
+                        pretrained=src.get("pretrained") or False, form=manifest.form,
+                        **src.get("overrides", {}))
+
+
+def choose_form(model, backend: str, precision: str, forced: str | None) -> str | None:
+    from lkca_edge.forms import check_form, default_export_form
+
+    if model.config.family != "lkca":
+        if forced:
+            raise UserError(f"{model.zoo_name} is a softmax-attention ViT; --form applies only to LKCA")
+        return None
+    return check_form(forced) if forced else default_export_form(backend, precision)
+
+
+def export_model(req: ExportRequest, model=None, dataset=None, log=print) -> ExportResult:
+    """Run the whole export of one (model, backend, recipe) cell."""
+    from converters import get_backend
+    from converters.base import quiet
+    from lkca_edge.data import load_dataset
+    from lkca_edge.validation import not_runnable, reference_logits, validate_logits
+
+    backend = get_backend(req.backend)
+    recipe = backend.recipe(req.precision, req.recipe)
+    backend.require_available()
+    if req.calibration_size < 1:
+        raise UserError("--calibration-size must be at least 1")
+    out_dir = ensure_dir(req.out)
+
+    if model is None:
+        from lkca_edge.commands.common import build_model_from
+
+        model = build_model_from(req.model, req.checkpoint, req.overrides)
+    form = choose_form(model, backend.name, recipe.precision, req.form)
+    if form is not None:
+        model.set_form(form)
+    model.eval()
+
+    data = dataset if dataset is not None else load_dataset(req.calibration, model.preprocessing)
+    if data.test_x.shape[1:] != (model.config.in_channels, model.config.image_size, model.config.image_size):
+        raise UserError(f"dataset images are {data.test_x.shape[1:]}, the model needs "
+                        f"{(model.config.in_channels, model.config.image_size, model.config.image_size)}")
+    calibration = data.calibration(req.calibration_size)
+    example = calibration[:1]
+
+    stem = req.name or f"{model.zoo_name}_{backend.name}_{recipe.name}"
+    artifact = Path(out_dir) / f"{stem}{backend.extension}"
+    with atomic_path(artifact) as tmp:
+        t0 = time.perf_counter()
+        with quiet():
+            conversion = backend.convert(model, example, recipe, calibration, tmp)
+        seconds = time.perf_counter() - t0
+
+        validation = None
+        if req.validate:
+            limit = req.validation_limit or len(data.test_x)
+            x, y = data.test_x[:limit], data.test_y[:limit]
+            ref = reference_logits(model, x)
+            reason = backend.runnable()
+            if reason is None:
+                runner = backend.load(tmp, threads=req.threads)
+                validation = validate_logits(runner.run_many(x), ref, y, backend.name, recipe.precision)
+            else:
+                validation = not_runnable(backend.name, recipe.precision, ref, y, reason)
+                static = backend.validate_static(tmp, model) if hasattr(backend, "validate_static") else {}
+                validation.note = f"{reason}. {static.get('note', '')}".strip()
+                if static.get("passed") is False:
+                    validation.passed, validation.failures = False, static.get("failures", [])
+            if validation.passed is False and req.enforce_gate:
+                raise GateFailed(f"{stem}{backend.extension} failed its {recipe.precision} gate: "
+                                 f"{'; '.join(validation.failures)} (nothing written)")
+
+        manifest = Manifest(
+            schema=SCHEMA, artifact=artifact.name, sha256=sha256_of(tmp), size_bytes=size_of(tmp),
+            backend=backend.name, recipe=recipe.to_dict(), precision=recipe.precision,
+            model=model.zoo_name, config=_config_dict(model), form=form, source=model_source(model),
+            preprocessing=model.preprocessing.to_dict(),
+            calibration=({"dataset": req.calibration, "split": "train", "size": int(len(calibration))}
+                         if recipe.calibrated else None),
+            inputs=conversion.inputs, outputs=conversion.outputs, details=conversion.details,
+            tool_versions=tool_versions(), created=now_iso(), conversion_seconds=round(seconds, 2),
+            validation=validation.to_dict() if validation else None,
+            params=model.num_params(), macs=model.macs())
+    manifest_path = manifest.write(artifact)
+    return ExportResult(artifact, manifest, manifest_path)
+
+
+def _config_dict(model) -> dict:
+    from dataclasses import asdict
+
+    return asdict(model.config)
+
+
+def io_spec(name: str, shape, dtype: str, quantization: tuple[float, int] | None = None) -> dict:
+    d = {"name": name, "shape": [int(s) for s in shape], "dtype": dtype}
+    if quantization is not None:
+        d["scale"], d["zero_point"] = float(quantization[0]), int(quantization[1])
+    return d
+
+
+def float_io(example: np.ndarray, num_classes: int, input_name: str = "images",
+             output_name: str = "logits") -> tuple[list, list]:
+    return ([io_spec(input_name, example.shape, "float32")],
+            [io_spec(output_name, (example.shape[0], num_classes), "float32")])

@@ -1,0 +1,137 @@
+"""Artifact manifests: ``<artifact>.manifest.json`` beside every artifact.
+
+A manifest says what the artifact is (model, config, form, backend, recipe, precision), how it
+was made (calibration, tool versions, time), how to feed it (I/O, preprocessing), that it is
+the same file (sha256) and how it validated. No torch import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from importlib import metadata
+from pathlib import Path
+
+from lkca_edge.errors import UserError
+from lkca_edge.fileio import write_json
+
+SCHEMA = "lkca-edge-manifest/1"
+TOOL_PACKAGES = ("lkca-edge", "torch", "executorch", "coremltools", "litert-torch", "ai-edge-litert",
+                 "ai-edge-quantizer", "onnx", "onnxruntime", "onnxscript", "torchao", "numpy")
+
+
+def tool_versions(packages=TOOL_PACKAGES) -> dict[str, str | None]:
+    out = {}
+    for pkg in packages:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def sha256_of(path: str | Path) -> str:
+    """sha256 of a file, or of a directory's files (relative names + contents, sorted)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def size_of(path: str | Path) -> int:
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+@dataclass
+class Manifest:
+    schema: str
+    artifact: str               # file name, relative to the manifest
+    sha256: str
+    size_bytes: int
+    backend: str
+    recipe: dict
+    precision: str
+    model: str
+    config: dict
+    form: str | None
+    source: dict                # checkpoint path/format or shipped weights tag, for re-validation
+    preprocessing: dict
+    calibration: dict | None
+    inputs: list
+    outputs: list
+    details: dict
+    tool_versions: dict
+    created: str
+    conversion_seconds: float
+    validation: dict | None = None
+    params: int = 0
+    macs: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @staticmethod
+    def path_for(artifact: str | Path) -> Path:
+        artifact = Path(artifact)
+        return artifact.with_name(artifact.name + ".manifest.json")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "manifest") -> "Manifest":
+        if not isinstance(d, dict):
+            raise UserError(f"{source}: not a JSON object")
+        if d.get("schema") != SCHEMA:
+            raise UserError(f"{source}: unsupported manifest schema {d.get('schema')!r} (expected {SCHEMA})")
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise UserError(f"{source}: unknown manifest field(s) {', '.join(sorted(unknown))}")
+        try:
+            m = cls(**d)
+        except TypeError as exc:
+            raise UserError(f"{source}: bad manifest ({exc})") from None
+        for name, typ in (("artifact", str), ("sha256", str), ("backend", str), ("model", str),
+                          ("precision", str), ("preprocessing", dict), ("recipe", dict)):
+            if not isinstance(getattr(m, name), typ):
+                raise UserError(f"{source}: manifest field {name!r} must be a {typ.__name__}")
+        return m
+
+    def write(self, artifact: str | Path) -> Path:
+        return write_json(self.path_for(artifact), self.to_dict())
+
+
+def read_manifest(artifact: str | Path) -> Manifest:
+    """The manifest beside ``artifact``; one clear error when it is missing or malformed."""
+    path = Manifest.path_for(artifact)
+    if not path.exists():
+        raise UserError(f"no manifest beside {artifact} (expected {path.name}); "
+                        f"artifacts made by `lkca-edge export` carry one")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc})") from None
+    return Manifest.from_dict(data, source=str(path))
+
+
+def verify_artifact(artifact: str | Path, manifest: Manifest) -> None:
+    """Refuse an artifact whose bytes no longer match its manifest's sha256."""
+    actual = sha256_of(artifact)
+    if actual != manifest.sha256:
+        raise UserError(f"{artifact} does not match its manifest (sha256 {actual[:12]}... != "
+                        f"{manifest.sha256[:12]}...): the file changed since export; "
+                        f"re-export it or pass --no-verify")
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,199 @@
+"""LKCA and softmax-ViT networks, with the LKCA operator in interchangeable forms.
+
+LKCA's attention is one large convolution: V = Linear(x); each channel's g x g token grid of V
+is cross-correlated with ONE shared (2g-1) x (2g-1) kernel (padding g-1); then an output Linear.
+The same operator is a fixed g^2 x g^2 token-mixing matrix T times V, so it can be applied as:
+
+- ``conv``          the paper's form: ``F.conv2d`` with the shared kernel;
+- ``toeplitz``      T gathered from the kernel inside the graph, then ``T @ V``;
+- ``frozen``        T computed once and stored as a constant, then ``T @ V``;
+- ``frozen-linear`` the same constant applied as a Linear over the token axis,
+                    ``F.linear(V^T, T)^T``: int8 backends want the constant operand on the right.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lkca_edge.forms import LKCA_FORMS
+from lkca_edge.models_config import ModelConfig, count_macs
+
+
+
+def kernel_index(grid: int) -> torch.Tensor:
+    """Index into the flattened (2g-1)^2 kernel for every (output token, input token) pair.
+
+    out[i, j] = sum_{a, b} K[a - i + g - 1, b - j + g - 1] * V[a, b]  (cross-correlation, pad g-1)
+    """
+    g = grid
+    pos = torch.arange(g)
+    offset = pos[None, :] - pos[:, None] + g - 1  # [output, input] -> kernel row/col
+    rows = offset[:, None, :, None]  # (i, 1, a, 1)
+    cols = offset[None, :, None, :]  # (1, j, 1, b)
+    index = rows * (2 * g - 1) + cols  # (i, j, a, b)
+    return index.reshape(g * g, g * g)
+
+
+def token_mixing_matrix(kernel: torch.Tensor, grid: int) -> torch.Tensor:
+    """The g^2 x g^2 Toeplitz matrix T with T @ V == conv2d(V grid, kernel, padding=g-1)."""
+    return kernel.reshape(-1)[kernel_index(grid).to(kernel.device)]
+
+
+class LargeKernelMixer(nn.Module):
+    """LKCA token mixer: V = Linear(x), V mixed by one shared large kernel, then Linear."""
+
+    def __init__(self, dim: int, grid: int, form: str = "conv"):
+        super().__init__()
+        self.grid = grid
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        self.kernel = nn.Parameter(torch.zeros(1, 1, 2 * grid - 1, 2 * grid - 1))
+        self.to_out = nn.Linear(dim, dim)
+        self.register_buffer("_kernel_index", kernel_index(grid), persistent=False)
+        self.register_buffer("frozen_matrix", torch.empty(0), persistent=False)
+        self.form = "conv"
+        self.set_form(form)
+
+    def set_form(self, form: str) -> None:
+        if form not in LKCA_FORMS:
+            raise ValueError(f"unknown LKCA form {form!r}; valid: {', '.join(LKCA_FORMS)}")
+        self.form = form
+        if form.startswith("frozen"):
+            with torch.no_grad():
+                self.frozen_matrix = token_mixing_matrix(self.kernel.detach(), self.grid).clone()
+        else:
+            self.frozen_matrix = torch.empty(0, device=self.kernel.device)
+
+    def mix_tokens(self, v: torch.Tensor) -> torch.Tensor:
+        b, n, d = v.shape
+        g = self.grid
+        if self.form == "conv":
+            grid = v.transpose(1, 2).reshape(b * d, 1, g, g)
+            mixed = F.conv2d(grid, self.kernel, padding=g - 1)
+            return mixed.reshape(b, d, n).transpose(1, 2)
+        if self.form == "toeplitz":
+            return self.kernel.reshape(-1)[self._kernel_index] @ v
+        if self.form == "frozen":
+            return self.frozen_matrix @ v
+        return F.linear(v.transpose(1, 2), self.frozen_matrix).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_out(self.mix_tokens(self.to_v(x)))
+
+
+class SoftmaxAttention(nn.Module):
+    """Multi-head softmax self-attention (the ViT baseline), head dim = dim / heads."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.to_qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        h = self.heads
+        qkv = self.to_qkv(x).reshape(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = torch.softmax((q @ k.transpose(-2, -1)) * (d // h) ** -0.5, dim=-1)
+        return self.to_out((attn @ v).transpose(1, 2).reshape(b, n, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + mixer(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, mixer: nn.Module, dim: int, hidden: int):
+        super().__init__()
+        self.mixer_norm = nn.LayerNorm(dim)
+        self.mixer = mixer
+        self.mlp_norm = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.mixer(self.mixer_norm(x))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class VisionTransformer(nn.Module):
+    """Patch embedding, learned positions (no class token), blocks, LN, mean-pool, Linear head."""
+
+    def __init__(self, config: ModelConfig, form: str | None = None):
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config
+        self.patch_embed = nn.Linear(c.patch_dim, c.dim)
+        self.pos_embedding = nn.Parameter(torch.randn(1, c.num_tokens, c.dim) * 0.02)
+        hidden = c.dim * c.mlp_ratio
+        if c.family == "lkca":
+            mixers = [LargeKernelMixer(c.dim, c.grid, form or "conv") for _ in range(c.depth)]
+        else:
+            if form is not None:
+                raise ValueError("form applies only to LKCA models; ViT baselines have no form")
+            mixers = [SoftmaxAttention(c.dim, c.heads) for _ in range(c.depth)]
+        self.blocks = nn.ModuleList(Block(m, c.dim, hidden) for m in mixers)
+        self.head_norm = nn.LayerNorm(c.dim)
+        self.head = nn.Linear(c.dim, c.num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, LargeKernelMixer):
+                # Start close to uniform mixing over the grid, like averaging attention.
+                with torch.no_grad():
+                    m.kernel.normal_(0.0, 1.0 / m.grid**2)
+                    m.kernel.add_(1.0 / m.grid**2)
+                m.set_form(m.form)
+
+    @property
+    def form(self) -> str | None:
+        mixers = self.lkca_mixers()
+        return mixers[0].form if mixers else None
+
+    def lkca_mixers(self) -> list[LargeKernelMixer]:
+        return [b.mixer for b in self.blocks if isinstance(b.mixer, LargeKernelMixer)]
+
+    def set_form(self, form: str) -> "VisionTransformer":
+        """Switch every LKCA mixer to ``form`` (frozen forms recompute T from the kernels)."""
+        mixers = self.lkca_mixers()
+        if not mixers:
+            raise ValueError("form applies only to LKCA models; ViT baselines have no form")
+        for m in mixers:
+            m.set_form(form)
+        return self
+
+    def patchify(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, tokens, p1*p2*C), patches flattened in (p1 p2 c) order."""
+        c = self.config
+        n, ch, hgt, wid = images.shape
+        p = c.patch_size
+        x = images.reshape(n, ch, hgt // p, p, wid // p, p)
+        x = x.permute(0, 2, 4, 3, 5, 1)  # n, h, w, p1, p2, c
+        return x.reshape(n, (hgt // p) * (wid // p), p * p * ch)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(self.patchify(images)) + self.pos_embedding
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.head_norm(x).mean(dim=1))
+
+    def macs(self) -> int:
+        return count_macs(self.config)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,106 @@
+"""Image preprocessing as data: it travels with every checkpoint and artifact manifest.
+
+numpy + Pillow only (no torch), so a board with just a runtime can preprocess images too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lkca_edge.errors import UserError
+
+RESAMPLE_MODES = ("nearest", "bilinear", "bicubic")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw pixels become the model's float32 input."""
+
+    image_size: int = 32
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    channel_order: str = "RGB"
+    layout: str = "NCHW"
+    resize: str = "bilinear"
+    scale: float = 1.0 / 255.0  # raw uint8 -> [0, 1] before normalising
+    labels: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"], d["labels"] = list(self.mean), list(self.std), list(self.labels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"unknown preprocessing field(s): {', '.join(sorted(unknown))}")
+        d = dict(d)
+        for key in ("mean", "std", "labels"):
+            if key in d:
+                d[key] = tuple(d[key])
+        try:
+            prep = cls(**d)
+        except TypeError as exc:
+            raise UserError(f"bad preprocessing: {exc}") from None
+        prep.check()
+        return prep
+
+    def check(self) -> None:
+        if not isinstance(self.image_size, int) or self.image_size < 1:
+            raise UserError(f"preprocessing image_size must be a positive integer, got {self.image_size!r}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise UserError("preprocessing mean and std need 3 values (one per channel)")
+        if any((not isinstance(s, (int, float))) or s <= 0 for s in self.std):
+            raise UserError("preprocessing std values must be positive numbers")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise UserError(f"preprocessing channel_order must be RGB or BGR, got {self.channel_order!r}")
+        if self.layout not in ("NCHW",):
+            raise UserError(f"preprocessing layout must be NCHW, got {self.layout!r}")
+        if self.resize not in RESAMPLE_MODES:
+            raise UserError(f"preprocessing resize must be one of {', '.join(RESAMPLE_MODES)}")
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8-range pixels (N, H, W, 3) RGB -> normalised float32 (N, 3, H, W)."""
+        x = pixels.astype(np.float32) * np.float32(self.scale)
+        if self.channel_order == "BGR":
+            x = x[..., ::-1]
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def resize_rgb(self, image) -> np.ndarray:
+        """A PIL image of any mode and size -> (H, W, 3) uint8 RGB at the model's size."""
+        from PIL import Image
+
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            # Composite transparency on black, the digits' background.
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+            image = Image.alpha_composite(background, rgba)
+        image = image.convert("RGB")
+        size = (self.image_size, self.image_size)
+        if image.size != size:
+            image = image.resize(size, getattr(Image.Resampling, self.resize.upper()))
+        return np.asarray(image, dtype=np.uint8)
+
+    def load_image(self, path: str | Path) -> np.ndarray:
+        """Read an image file -> (1, 3, H, W) float32 model input. One clear error on bad files."""
+        from PIL import Image, UnidentifiedImageError
+
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"image not found: {path}")
+        if path.is_dir():
+            raise UserError(f"{path} is a directory, not an image")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                rgb = self.resize_rgb(im)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise UserError(f"{path} is not a readable image ({type(exc).__name__}: {exc})") from None
+        return self.normalize(rgb[None])
