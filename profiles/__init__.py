@@ -1,0 +1,1 @@
+"""Device profiles (YAML data in profiles/devices/) and the per-backend profilers."""

@@ -1,0 +1,46 @@
+"""One result schema for every profiler (what `lkca-edge profile --json` prints)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class LatencyStats:
+    min: float
+    median: float
+    p90: float
+    p99: float
+    mean: float
+    std: float
+
+
+@dataclass
+class ProfileResult:
+    backend: str
+    precision: str
+    recipe: str
+    model: str
+    form: str | None
+    device: str
+    threads: int
+    runs: int
+    warmup: int
+    latency_ms: LatencyStats | None          # None where this OS cannot run the artifact
+    throughput_ips: float | None             # images per second at batch 1
+    load_ms: float | None                    # cold start: load + prepare the artifact
+    first_inference_ms: float | None
+    peak_rss_mb: float | None                # child process peak resident set (runtime + model)
+    rss_growth_mb: float | None              # RSS after the timed runs minus RSS before load
+    planned_memory_bytes: int | None         # what the runtime itself plans, where it says so
+    planned_memory_label: str | None         # what that figure is (e.g. "ExecuTorch planned buffers")
+    size_bytes: int                          # artifact bytes on disk
+    param_bytes: int | None                  # bytes of stored weights
+    ops: list[dict] = field(default_factory=list)   # [{op, ms, count, delegated}]
+    verdict: dict = field(default_factory=dict)     # {memory_ok, latency_ok, note}
+    host: dict = field(default_factory=dict)        # {cpu, cores, os, emulated_threads}
+    versions: dict = field(default_factory=dict)
+    note: str = ""                                  # e.g. "latency needs macOS"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
