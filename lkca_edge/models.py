@@ -126,7 +126,7 @@ class Block(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """Patch embedding, learned positions (no class token), blocks, LN, mean-pool, Linear head."""
+    """Patch embedding, learned positions (no class token), blocks, mean-pool, LN, Linear head."""
 
     def __init__(self, config: ModelConfig, form: str | None = None):
         super().__init__()
@@ -190,7 +190,7 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(self.patchify(images)) + self.pos_embedding
         for block in self.blocks:
             x = block(x)
-        return self.head(self.head_norm(x).mean(dim=1))
+        return self.head(self.head_norm(x.mean(dim=1)))  # as the paper: mean, then LN, then Linear
 
     def macs(self) -> int:
         return count_macs(self.config)
