@@ -7,12 +7,14 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass
 class LatencyStats:
-    min: float
-    median: float
-    p90: float
-    p99: float
+    min: float | None
+    median: float | None
+    p90: float | None         # None where the tool reports no such percentile (adb runners)
+    p99: float | None
     mean: float
-    std: float
+    std: float | None
+    p95: float | None = None
+    max: float | None = None
 
 
 @dataclass
@@ -41,6 +43,11 @@ class ProfileResult:
     host: dict = field(default_factory=dict)        # {cpu, cores, os, emulated_threads}
     versions: dict = field(default_factory=dict)
     note: str = ""                                  # e.g. "latency needs macOS"
+    artifact: str = ""                              # the artifact's path
+    mode: str = ""                                  # measured | static | adb
+    params: int | None = None                       # from the manifest
+    macs: int | None = None                         # from the manifest (batch 1)
+    details: dict = field(default_factory=dict)     # how it was measured: inputs, cpus, sources
 
     def to_dict(self) -> dict:
         return asdict(self)
