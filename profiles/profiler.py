@@ -362,6 +362,9 @@ def _static_result(artifact: Path, manifest, backend, profile, reason: str, host
         note = f"not run on this host: {reason}"
     host.update(emulated_threads=False, threads_label=None, thread_note="nothing was run")
     base = _base_result(manifest, artifact, profile, 0, 0, 0, size)
+    if isinstance(static.get("weight_bytes"), int) and static["weight_bytes"] > 0:
+        base["param_bytes"] = static["weight_bytes"]
+        base["details"]["param_bytes_source"] = f"{backend.name} inspect(): stored weight bytes"
     base["details"].update(static={k: v for k, v in static.items() if k != "op_counts"},
                            op_counts_source="backend.inspect" if static.get("op_counts") else "manifest",
                            static_error=static_error)
