@@ -58,7 +58,7 @@ def model_source(model) -> dict:
     else:
         if path:
             source["checkpoint"] = str(Path(path).resolve())
-            source["checkpoint_sha256"] = sha256_of(path)
+    source["checkpoint_sha256"] = sha256_of(path) if path else None
     c = model.config
     source["overrides"] = {"image_size": c.image_size, "patch_size": c.patch_size,
                            "num_classes": c.num_classes}
@@ -73,9 +73,14 @@ def rebuild_source_model(manifest: Manifest):
     if src.get("checkpoint") and not Path(src["checkpoint"]).exists():
         raise UserError(f"the source checkpoint {src['checkpoint']} of this artifact is gone; "
                         f"cannot rebuild the fp32 reference")
-    return create_model(manifest.model, checkpoint=src.get("checkpoint"),
-                        pretrained=src.get("pretrained") or False, form=manifest.form,
-                        **src.get("overrides", {}))
+    model = create_model(manifest.model, checkpoint=src.get("checkpoint"),
+                         pretrained=src.get("pretrained") or False, form=manifest.form,
+                         **src.get("overrides", {}))
+    path = (getattr(model, "checkpoint_info", {}) or {}).get("path")
+    if src.get("checkpoint_sha256") and path and sha256_of(path) != src["checkpoint_sha256"]:
+        raise UserError(f"the source weights ({path}) changed since this artifact was exported "
+                        f"(sha256 differs): re-export it to validate against them")
+    return model
 
 
 def choose_form(model, backend: str, precision: str, forced: str | None) -> str | None:

@@ -125,7 +125,6 @@ def train_command(model_name: str, dataset: str, out: str | Path, cfg: TrainConf
     """``lkca-edge train``: build (or resume from a checkpoint), train, write checkpoint + metrics."""
     from lkca_edge.zoo import DIGITS_PREPROCESSING, create_model
 
-    out = ensure_dir(out)
     model = create_model(model_name, checkpoint=checkpoint, **overrides)
     if checkpoint is None and dataset == "digits":
         model.preprocessing = DIGITS_PREPROCESSING.__class__.from_dict(
@@ -137,6 +136,7 @@ def train_command(model_name: str, dataset: str, out: str | Path, cfg: TrainConf
                         f"{len(data.labels)}; pass --num-classes {len(data.labels)}")
     model.preprocessing = model.preprocessing.__class__.from_dict(
         {**model.preprocessing.to_dict(), "labels": list(data.labels)})
+    out = ensure_dir(out)
     result = train(model, data, cfg, show_progress=show_progress)
     metrics = asdict(result)
     ckpt_path = Path(out) / f"{model.zoo_name}-{data.name.split(':')[0]}.pt"

@@ -120,3 +120,49 @@ def reference_logits(model, images: np.ndarray, batch_size: int = 128) -> np.nda
         for i in range(0, len(images), batch_size):
             out.append(model(torch.from_numpy(images[i:i + batch_size])).numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+def run_artifact(backend_name: str, path: str, images, threads: int = 1):
+    """Load an artifact and return its logits for ``images`` (runs inside an isolated child)."""
+    from converters import get_backend
+
+    runner = get_backend(backend_name).load(path, threads=threads)
+    return runner.run_many(images)
+
+
+def validate_artifact(artifact, dataset: str | None = None, limit: int | None = None,
+                      threads: int = 1, verify: bool = True) -> ValidationResult:
+    """`lkca-edge validate`: the artifact against its rebuilt fp32 source on real test images."""
+    from pathlib import Path
+
+    from converters import get_backend
+    from lkca_edge.data import load_dataset
+    from lkca_edge.errors import UserError
+    from lkca_edge.export import rebuild_source_model
+    from lkca_edge.isolation import run_isolated
+    from lkca_edge.manifest import read_manifest, verify_artifact
+    from lkca_edge.preprocessing import Preprocessing
+
+    artifact = Path(artifact)
+    if not artifact.exists():
+        raise UserError(f"artifact not found: {artifact}")
+    manifest = read_manifest(artifact)
+    if verify:
+        verify_artifact(artifact, manifest)
+    backend = get_backend(manifest.backend)
+    prep = Preprocessing.from_dict(manifest.preprocessing)
+    spec = dataset or (manifest.calibration or {}).get("dataset") or "digits"
+    data = load_dataset(spec, prep)
+    n = min(limit or len(data.test_x), len(data.test_x))
+    x, y = data.test_x[:n], data.test_y[:n]
+    ref = reference_logits(rebuild_source_model(manifest), x)
+    reason = backend.runnable()
+    if reason is not None:
+        result = not_runnable(backend.name, manifest.precision, ref, y, reason)
+        stored = manifest.validation or {}
+        if stored.get("estimate"):
+            result.note = f"{reason}; export-time estimate: {stored.get('note', '')}"
+        return result
+    logits = run_isolated(run_artifact, backend.name, str(artifact), x, threads,
+                          what=f"the {backend.name} runtime loading {artifact.name}")
+    return validate_logits(logits, ref, y, backend.name, manifest.precision)
