@@ -1,0 +1,384 @@
+"""LiteRT / TFLite (.tflite): litert-torch conversion, PT2E or ai-edge-quantizer int8.
+
+Steps: export (torch.export) -> [quantize: PT2E prepare -> calibrate -> convert] -> convert
+(litert_torch) -> serialize -> [ai-edge-quantizer on the fp32 .tflite] -> read the real I/O back.
+
+Static int8 models take and return int8 tensors; the runner quantizes inputs and dequantizes
+outputs with each tensor's own (scale, zero point), which the manifest records.
+
+Layout trap (measured): with the ``T @ V`` layout (form "frozen", constant on the left of a
+batch-matmul) PT2E dynamic fails to convert and ai-edge-quantizer ``static_wi8_ai8`` converts and
+runs but is silently wrong (10-13 % on digits); the Linear layout ("frozen-linear", the export
+default) is right. The export gate refuses the wrong one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from converters.base import Backend, ConversionResult, Recipe, Runner, quiet, register_backend
+from lkca_edge.errors import BackendUnavailable, UserError
+from lkca_edge.export import io_spec
+
+TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier at bytes 4..8 of every .tflite
+CALIBRATION_BATCH = 32      # images per PT2E calibration call
+
+RECIPES = {
+    r.name: r for r in (
+        Recipe("fp32", "fp32", "float32 graph, litert_torch.convert",
+               options=(("tool", "litert-torch"),)),
+        Recipe("int8", "int8", "static int8 PT2E: s8 per-channel weights, s8 activations, "
+               "int8 input/output tensors, calibrated on real images", calibrated=True,
+               options=(("tool", "pt2e"), ("mode", "static"))),
+        Recipe("int8-dynamic", "int8", "dynamic int8 PT2E: s8 per-channel weights, activations "
+               "quantized at run time, float I/O", options=(("tool", "pt2e"), ("mode", "dynamic"))),
+        Recipe("aeq-dynamic", "int8", "ai-edge-quantizer dynamic_wi8_afp32 on the fp32 .tflite",
+               options=(("tool", "ai-edge-quantizer"), ("aeq_recipe", "dynamic_wi8_afp32"))),
+        Recipe("aeq-weight-only", "int8", "ai-edge-quantizer weight_only_wi8_afp32 on the fp32 "
+               ".tflite (int8 storage, float compute)",
+               options=(("tool", "ai-edge-quantizer"), ("aeq_recipe", "weight_only_wi8_afp32"))),
+        Recipe("aeq-static", "int8", "ai-edge-quantizer static_wi8_ai8 on the fp32 .tflite, "
+               "calibrated on real images", calibrated=True,
+               options=(("tool", "ai-edge-quantizer"), ("aeq_recipe", "static_wi8_ai8"))),
+    )
+}
+
+
+# -- runtime (no torch) ----------------------------------------------------------------------------
+def _interpreter_class():
+    """ai_edge_litert's Interpreter; tflite_runtime's only where ai_edge_litert is absent."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter
+    return Interpreter
+
+
+def _open_interpreter(path: Path, threads: int):
+    try:
+        with quiet():  # native INFO lines go to fd 2
+            return _interpreter_class()(model_path=str(path), num_threads=int(threads))
+    except Exception as exc:
+        raise UserError(f"{path} is not a loadable TFLite model ({_first_line(exc)})") from None
+
+
+def _quantization(detail: dict) -> tuple[float, int] | None:
+    """A tensor's (scale, zero_point), or None for a float tensor."""
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return (float(scale), int(zero_point)) if scale else None
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    q = _quantization(detail)
+    if q is None:
+        return np.ascontiguousarray(x, dtype)
+    info = np.iinfo(dtype)
+    scaled = np.round(np.asarray(x, np.float32) / q[0]) + q[1]
+    return np.clip(scaled, info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    q = _quantization(detail)
+    if q is None:
+        return y.astype(np.float32, copy=True)
+    return ((y.astype(np.float32) - q[1]) * q[0]).astype(np.float32)
+
+
+def _io_specs(details: list[dict]) -> list[dict]:
+    return [io_spec(d["name"], d["shape"], np.dtype(d["dtype"]).name, _quantization(d))
+            for d in details]
+
+
+class LiteRTRunner(Runner):
+    backend = "tflite"
+
+    def __init__(self, path: Path, threads: int):
+        self.interpreter = _open_interpreter(path, threads)
+        try:
+            with quiet():  # XNNPACK is applied here and logs "Created ... delegate" to fd 2
+                self.interpreter.allocate_tensors()
+        except Exception as exc:
+            hint = f"; {_LAYOUT_HINT}" if "batch_matmul" in str(exc) else ""
+            raise UserError(f"{path}: the TFLite runtime cannot prepare this model "
+                            f"({_first_line(exc)[:200]}){hint}") from None
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; "
+                            f"expected one image input and one logits output")
+        self._in, self._out = inputs[0], outputs[0]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if tuple(x.shape) != tuple(self._in["shape"]):
+            raise UserError(f"input has shape {tuple(x.shape)}; this model takes "
+                            f"{tuple(int(s) for s in self._in['shape'])}")
+        self.interpreter.set_tensor(self._in["index"], _quantize(x, self._in))
+        self.interpreter.invoke()
+        return _dequantize(self.interpreter.get_tensor(self._out["index"]), self._out)
+
+    def planned_memory_bytes(self) -> int | None:
+        # The Python interpreter does not expose the arena size (no arena accessor in
+        # ai_edge_litert 2.3 or tflite_runtime), so the runtime reports nothing here.
+        return None
+
+    def operator_profile(self, x: np.ndarray, runs: int = 10) -> list[dict]:
+        # No per-operator profiler is reachable from the Python interpreter API; the native
+        # benchmark_model tool (--enable_op_profiling) is the way to get one.
+        return []
+
+
+@register_backend
+class LiteRTBackend(Backend):
+    name = "tflite"
+    extension = ".tflite"
+    install_hint = "litert-torch ai-edge-litert ai-edge-quantizer"
+    convert_modules = ("torch", "litert_torch", "ai_edge_litert")
+    runtime_modules = ("ai_edge_litert", "tflite_runtime")
+    recipes = RECIPES
+    default_recipes = {"fp32": "fp32", "int8": "int8"}
+    tool_packages = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torch", "torchao")
+
+    def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
+        tool = recipe.option("tool")
+        _require_tool_modules(recipe)
+        details: dict = {"tool": tool}
+        with tempfile.TemporaryDirectory() as work, _converter_progress_off(), _layout_hint(recipe):
+            if tool == "pt2e":
+                quantizer = self._pt2e_quantizer(recipe)
+                graph, batch = self._export(model, example, calibration)
+                graph = self._quantize_pt2e(graph, batch, quantizer, calibration, recipe)
+                details["calibration_batch"] = batch
+                edge = self._convert(graph, example, quantizer)
+                self._serialize(edge, out_path)
+            elif tool == "ai-edge-quantizer":
+                fp32_path = Path(work) / "fp32.tflite"
+                self._serialize(self._convert(model, example), fp32_path)
+                self._quantize_aeq(fp32_path, out_path, recipe, calibration)
+            else:
+                self._serialize(self._convert(model, example), out_path)
+        inputs, outputs = self._read_io(out_path)
+        facts = self.inspect(out_path)
+        facts.pop("io", None)  # the manifest's inputs/outputs already say it
+        return ConversionResult(inputs, outputs, {**details, **facts})
+
+    # -- steps -----------------------------------------------------------------------------------
+    @staticmethod
+    def _export(model, example: np.ndarray, calibration: np.ndarray):
+        """torch.export for PT2E, with a dynamic batch dimension so calibration runs in batches
+        (HistogramObserver costs ~0.2 s per call: 128 batch-1 calls dominate the conversion).
+        Falls back to the static batch-1 graph if the model cannot be exported that way."""
+        import torch
+
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+
+        if len(calibration) >= 2:
+            try:
+                batch = torch.export.Dim("batch", min=1, max=max(2, len(calibration)))
+                program = torch.export.export(model, (torch.from_numpy(calibration[:2]),),
+                                              dynamic_shapes=({0: batch},))
+                return move_exported_model_to_eval(program.module()), CALIBRATION_BATCH
+            except Exception:  # data-dependent shapes etc.: calibrate one image at a time
+                pass
+        program = torch.export.export(model, (torch.from_numpy(example),))
+        return move_exported_model_to_eval(program.module()), 1
+
+    @staticmethod
+    def _pt2e_quantizer(recipe: Recipe):
+        from litert_torch.quantize.pt2e_quantizer import (PT2EQuantizer,
+                                                          get_symmetric_quantization_config)
+
+        config = get_symmetric_quantization_config(
+            is_per_channel=True, is_dynamic=recipe.option("mode") == "dynamic")
+        return PT2EQuantizer().set_global(config)
+
+    @staticmethod
+    def _quantize_pt2e(graph, batch: int, quantizer, calibration: np.ndarray, recipe: Recipe):
+        """prepare -> calibrate on the real images -> convert (quantize ops left unfolded, as
+        litert-torch lowers them)."""
+        import torch
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        prepared = prepare_pt2e(graph, quantizer)
+        # Dynamic recipes observe only weights: one call is enough.
+        images = calibration if recipe.calibrated else calibration[:1]
+        with torch.no_grad():
+            for i in range(0, len(images), batch):
+                prepared(torch.from_numpy(images[i:i + batch]))
+        converted = convert_pt2e(prepared, fold_quantize=False)
+        converted.training = False  # an inference graph (litert-torch warns otherwise)
+        return converted
+
+    @staticmethod
+    def _convert(module, example: np.ndarray, quantizer=None):
+        import litert_torch
+        import torch
+
+        kwargs = {}
+        if quantizer is not None:
+            from litert_torch.quantize.quant_config import QuantConfig
+
+            kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
+        return litert_torch.convert(module, (torch.from_numpy(example),), **kwargs)
+
+    @staticmethod
+    def _serialize(edge, path: Path) -> None:
+        edge.export(str(path))
+
+    @staticmethod
+    def _quantize_aeq(src: Path, dst: Path, recipe: Recipe, calibration: np.ndarray) -> None:
+        from ai_edge_quantizer import quantizer as aeq
+        from ai_edge_quantizer import recipe as aeq_recipes
+
+        q = aeq.Quantizer(str(src))
+        q.load_quantization_recipe(getattr(aeq_recipes, recipe.option("aeq_recipe"))())
+        cal = None
+        if q.need_calibration:
+            signature, input_name = _signature_input(src)
+            samples = [{input_name: calibration[i:i + 1]} for i in range(len(calibration))]
+            cal = q.calibrate({signature: samples}, num_threads=1)
+        result = q.quantize(cal, enable_progress_bar=False, enable_progress_report=False)
+        result.export_model(str(dst), overwrite=True)
+
+    @staticmethod
+    def _read_io(path: Path) -> tuple[list, list]:
+        """The written model's real input/output names, shapes, dtypes and quantization."""
+        interp = _open_interpreter(path, 1)
+        return _io_specs(interp.get_input_details()), _io_specs(interp.get_output_details())
+
+    # -- run -------------------------------------------------------------------------------------
+    def load(self, path, threads: int = 1) -> Runner:
+        self.require_runnable()
+        path = Path(path)
+        self._check_tflite(path)
+        return LiteRTRunner(path, threads)
+
+    def inspect(self, path) -> dict:
+        path = Path(path)
+        self._check_tflite(path)
+        interp = _open_interpreter(path, 1)
+        counts: dict[str, int] = {}
+        try:
+            ops = interp._get_ops_details()  # private but stable since TF 2.5
+        except Exception:  # an older runtime without it: no op counts
+            ops = []
+        for op in ops:
+            counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+        info = {"op_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+                "num_ops": len(ops), "num_subgraphs": interp.num_subgraphs(),
+                "io": {"inputs": _io_specs(interp.get_input_details()),
+                       "outputs": _io_specs(interp.get_output_details())}}
+        info.update(_tensor_figures(path))
+        return info
+
+    def _check_tflite(self, path: Path) -> None:
+        """Refuse a file that is not a TFLite flatbuffer before native code parses it."""
+        self.check_artifact_file(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if len(head) < 8 or head[4:8] != TFLITE_IDENTIFIER:
+            raise UserError(f"{path} is not a TFLite model (no 'TFL3' flatbuffer identifier)")
+
+
+@contextlib.contextmanager
+def _converter_progress_off():
+    """litert-torch prints a progress tree to stdout (rich); keep stdout clean unless debugging."""
+    key = "LITERT_TORCH_SHOW_PROGRESS"
+    saved = os.environ.get(key)
+    if os.environ.get("LKCA_EDGE_DEBUG") != "1":
+        os.environ[key] = "n"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved
+
+
+_LAYOUT_HINT = ("LiteRT int8 kernels need the constant on the right of the token-mixing matmul: "
+                "export LKCA with form frozen-linear (the default), not frozen")
+
+
+@contextlib.contextmanager
+def _layout_hint(recipe: Recipe):
+    """Turn the known T @ V batch-matmul failure into one line that says what to do."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:
+        if "batch_matmul" not in str(exc):
+            raise
+        raise UserError(f"tflite recipe {recipe.name!r} failed on a batch-matmul "
+                        f"({_first_line(exc)[:160]}); {_LAYOUT_HINT}") from None
+
+
+# Modules only some recipes need, beyond convert_modules.
+_TOOL_MODULES = {"pt2e": ("torchao",), "ai-edge-quantizer": ("ai_edge_quantizer",)}
+
+
+def _require_tool_modules(recipe: Recipe) -> None:
+    import importlib.util
+
+    missing = [m for m in _TOOL_MODULES.get(recipe.option("tool"), ())
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BackendUnavailable(f"tflite recipe {recipe.name!r} needs {', '.join(missing)}, which "
+                                 f"is not installed (pip install {missing[0].replace('_', '-')})")
+
+
+def _signature_input(path: Path) -> tuple[str, str]:
+    """(signature key, input name) of a single-signature, single-input .tflite."""
+    interp = _open_interpreter(path, 1)
+    signatures = interp.get_signature_list()
+    key = next(iter(signatures))
+    return key, signatures[key]["inputs"][0]
+
+
+def _tensor_figures(path: Path) -> dict:
+    """Constant (weight) bytes and the summed size of activation tensors, read from the
+    flatbuffer. The sum is an upper bound of the arena: LiteRT's planner reuses memory between
+    tensors whose lifetimes do not overlap. Empty where the schema module is not installed."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        return {}
+    try:
+        data = path.read_bytes()
+        m = schema.Model.GetRootAs(data, 0)
+        buffer_bytes = []
+        for i in range(m.BuffersLength()):
+            b = m.Buffers(i)
+            buffer_bytes.append(b.DataLength() or int(b.Size() if hasattr(b, "Size") else 0))
+        tensors = weights = activation = constant_tensors = 0
+        for s in range(m.SubgraphsLength()):
+            g = m.Subgraphs(s)
+            for t in range(g.TensorsLength()):
+                tensor = g.Tensors(t)
+                tensors += 1
+                if 0 < tensor.Buffer() < len(buffer_bytes) and buffer_bytes[tensor.Buffer()]:
+                    weights += buffer_bytes[tensor.Buffer()]
+                    constant_tensors += 1
+                else:
+                    n = int(np.prod(tensor.ShapeAsNumpy())) if tensor.ShapeLength() else 1
+                    activation += n * _TYPE_BYTES.get(tensor.Type(), 4)
+    except Exception:  # an unexpected schema: report nothing rather than fail an inspect
+        return {}
+    return {"num_tensors": tensors, "constant_tensors": constant_tensors,
+            "weight_bytes": weights, "activation_bytes_upper_bound": activation}
+
+
+# TensorType enum of the TFLite schema -> bytes per element (FLOAT32=0, FLOAT16=1, INT32=2,
+# UINT8=3, INT64=4, BOOL=6, INT16=7, INT8=9, FLOAT64=10, UINT32=15, UINT16=16, INT4=17).
+_TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 15: 4, 16: 2, 17: 1}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
