@@ -116,11 +116,6 @@ class CoreMLBackend(Backend):
     default_recipes = {"fp32": "fp32", "fp16": "fp16", "int8": "int8"}
     tool_packages = ("coremltools", "torch", "torchao", "executorch")
 
-    def __init__(self):
-        # The real images the last package was converted with, so that validate_static (which the
-        # pipeline calls with the package and the model only) can estimate on real images.
-        self._estimate_images: tuple[str, np.ndarray] | None = None
-
     # -- availability ---------------------------------------------------------------------------
     def runnable(self) -> str | None:
         if sys.platform != "darwin":
@@ -143,7 +138,6 @@ class CoreMLBackend(Backend):
             mlmodel = self._quantize_weights(mlmodel)
         self._describe(mlmodel, model, recipe)
         mlmodel.save(str(out_path))
-        self._estimate_images = (str(Path(out_path).resolve()), np.asarray(calibration, np.float32))
         inputs, outputs = float_io(example, model.config.num_classes, INPUT_NAME, OUTPUT_NAME)
         return ConversionResult(inputs, outputs, self.inspect(out_path))
 
@@ -268,11 +262,7 @@ class CoreMLBackend(Backend):
         result = {"passed": not failures, "failures": failures, "inputs": info["inputs"],
                   "outputs": info["outputs"], "op_counts": info["op_counts"],
                   "weights": {k: v for k, v in report.items() if k not in ("failures", "values")}}
-        if images is None and self._estimate_images and self._estimate_images[0] == str(path.resolve()):
-            images, source = self._estimate_images[1], "calibration images the package was converted with"
-            self._estimate_images = None
-        else:
-            source = "given images" if labels is None else "given labelled images"
+        source = "given images" if labels is None else "given labelled test images"
         if images is not None and not failures:
             result["estimate"] = _estimate(model, report["values"], info["compute_precision"],
                                            images, labels, "quantize" in info["op_counts"])

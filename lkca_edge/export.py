@@ -21,7 +21,7 @@ from lkca_edge.manifest import SCHEMA, Manifest, now_iso, sha256_of, size_of, to
 class ExportRequest:
     model: str
     backend: str
-    precision: str | None = "fp32"
+    precision: str | None = None  # None: the recipe decides (fp32 when no recipe either)
     recipe: str | None = None
     checkpoint: str | None = None
     form: str | None = None
@@ -98,7 +98,7 @@ def export_model(req: ExportRequest, model=None, dataset=None, log=print) -> Exp
     from converters import get_backend
     from converters.base import quiet
     from lkca_edge.data import load_dataset
-    from lkca_edge.validation import not_runnable, reference_logits, validate_logits
+    from lkca_edge.validation import reference_logits, static_validation, validate_logits
 
     backend = get_backend(req.backend)
     recipe = backend.recipe(req.precision, req.recipe)
@@ -141,11 +141,7 @@ def export_model(req: ExportRequest, model=None, dataset=None, log=print) -> Exp
                 runner = backend.load(tmp, threads=req.threads)
                 validation = validate_logits(runner.run_many(x), ref, y, backend.name, recipe.precision)
             else:
-                validation = not_runnable(backend.name, recipe.precision, ref, y, reason)
-                static = backend.validate_static(tmp, model) if hasattr(backend, "validate_static") else {}
-                validation.note = f"{reason}. {static.get('note', '')}".strip()
-                if static.get("passed") is False:
-                    validation.passed, validation.failures = False, static.get("failures", [])
+                validation = static_validation(backend, tmp, model, x, y, ref, recipe.precision, reason)
             if validation.passed is False and req.enforce_gate:
                 raise GateFailed(f"{stem}{backend.extension} failed its {recipe.precision} gate: "
                                  f"{'; '.join(validation.failures)} (nothing written)")

@@ -111,6 +111,27 @@ def not_runnable(backend: str, precision: str, reference: np.ndarray, labels: np
     return apply_gate(result, GATES.get(precision, GATES["int8"]))
 
 
+def static_validation(backend, path, model, images, labels, reference, precision: str,
+                      reason: str) -> ValidationResult:
+    """For an artifact this OS cannot run: the backend's structural checks, plus its off-device
+    accuracy estimate where it has one (labelled ``estimate``; never a device measurement)."""
+    result = not_runnable(backend.name, precision, reference, labels, reason)
+    if not hasattr(backend, "validate_static"):
+        return result
+    static = backend.validate_static(path, model, images=images, labels=labels)
+    est = static.get("estimate")
+    if est and est.get("accuracy") is not None:
+        result.estimate = True
+        for key in ("accuracy", "top1_agreement", "max_abs_err", "mean_abs_err"):
+            setattr(result, key, est.get(key))
+        apply_gate(result, GATES.get(precision, GATES["int8"]))
+    if static.get("passed") is False:
+        result.passed = False
+        result.failures = list(static.get("failures", [])) + result.failures
+    result.note = f"{reason}. {static.get('note', '')}".strip()
+    return result
+
+
 def reference_logits(model, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
     """fp32 logits of the torch source model."""
     import torch
