@@ -5,6 +5,7 @@ numpy + Pillow only (no torch), so a board with just a runtime can preprocess im
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,21 +44,27 @@ class Preprocessing:
         d = dict(d)
         for key in ("mean", "std", "labels"):
             if key in d:
+                if not isinstance(d[key], (list, tuple)):
+                    raise UserError(f"preprocessing {key} must be a list, got {d[key]!r}")
                 d[key] = tuple(d[key])
-        try:
-            prep = cls(**d)
-        except TypeError as exc:
-            raise UserError(f"bad preprocessing: {exc}") from None
+        prep = cls(**d)
         prep.check()
         return prep
 
     def check(self) -> None:
-        if not isinstance(self.image_size, int) or self.image_size < 1:
+        def number(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or not 1 <= self.image_size <= 4096:
             raise UserError(f"preprocessing image_size must be a positive integer, got {self.image_size!r}")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise UserError("preprocessing mean and std need 3 values (one per channel)")
-        if any((not isinstance(s, (int, float))) or s <= 0 for s in self.std):
-            raise UserError("preprocessing std values must be positive numbers")
+        if not all(number(m) for m in self.mean) or not all(number(s) and s > 0 for s in self.std):
+            raise UserError("preprocessing mean must be finite numbers and std positive ones")
+        if not number(self.scale) or self.scale <= 0:
+            raise UserError(f"preprocessing scale must be a positive number, got {self.scale!r}")
+        if not all(isinstance(label, str) for label in self.labels):
+            raise UserError("preprocessing labels must be strings")
         if self.channel_order not in ("RGB", "BGR"):
             raise UserError(f"preprocessing channel_order must be RGB or BGR, got {self.channel_order!r}")
         if self.layout not in ("NCHW",):
