@@ -1,0 +1,305 @@
+"""ExecuTorch (.pte) with the XNNPACK delegate: torch.export, PT2E quantization, XNNPACK lowering.
+
+Steps, as in ExecuTorch's examples/xnnpack/aot_compiler.py:
+export -> [quantize (PT2E, XNNPACKQuantizer) -> export again] -> lower (XnnpackPartitioner) ->
+serialize. What XNNPACK did not take (LayerNorm and the final mean in LKCA today) runs on
+ExecuTorch's portable/optimized CPU kernels; the split is counted from the lowered graph and
+written into the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from converters.base import Backend, ConversionResult, Recipe, Runner, register_backend
+from lkca_edge.errors import UserError
+from lkca_edge.export import float_io
+
+METHOD = "forward"
+
+RECIPES = {
+    r.name: r for r in (
+        Recipe("fp32", "fp32", "float32 graph lowered to XNNPACK"),
+        Recipe("int8", "int8", "static int8 PT2E (XNNPACKQuantizer, symmetric, per-channel "
+               "weights), calibrated on real images, lowered to XNNPACK", calibrated=True,
+               options=(("mode", "static"), ("per_channel", True))),
+        Recipe("int8-dynamic", "int8", "dynamic int8 PT2E (XNNPACKQuantizer, symmetric "
+               "per-channel weights, activations quantized at run time), lowered to XNNPACK",
+               options=(("mode", "dynamic"), ("per_channel", True))),
+    )
+}
+
+
+class ExecuTorchRunner(Runner):
+    """One loaded ``forward`` method of a .pte program.
+
+    The pip build of the pybindings links libtorch (``_C`` needs libtorch_python) and
+    ``portable_lib`` imports torch itself, and ``Method.execute`` accepts only torch tensors
+    ("Unsupported python type numpy.ndarray"). So running a .pte from Python needs torch; a
+    board without torch runs the .pte through ExecuTorch's C++ runtime instead. torch is
+    imported here, at load time, never when the backend module is imported.
+    """
+
+    backend = "executorch"
+    planned_memory_label = "ExecuTorch memory-planned buffers (forward)"
+
+    def __init__(self, path: Path, threads: int):
+        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+        self._path = path
+        self._planned: int | None = None
+        self.program = _load_program(path)
+        # The pybind threadpool defaults to every core; pin it to what the caller asked for.
+        # It is process-wide: every program loaded in this process shares it.
+        _unsafe_reset_threadpool(max(1, int(threads)))
+        if METHOD not in self.program.method_names:
+            raise UserError(f"{path} has no {METHOD!r} method "
+                            f"(methods: {', '.join(sorted(self.program.method_names))})")
+        try:
+            self.method = self.program.load_method(METHOD)
+        except RuntimeError as exc:
+            raise UserError(f"{path}: cannot load method {METHOD!r} ({_first_line(exc)})") from None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        out = self.method.execute([torch.from_numpy(np.ascontiguousarray(x, np.float32))])
+        return out[0].numpy().astype(np.float32, copy=False)
+
+    def planned_memory_bytes(self) -> int | None:
+        """Bytes of the memory-planned (activation) buffers of ``forward``.
+
+        MethodMeta::memory_planned_buffer_size exists in C++ but the Python MethodMeta does not
+        expose it, so the same numbers are read from the program itself (the execution plan's
+        non_const_buffer_sizes, which is what MethodMeta reports). XNNPACK's own scratch
+        workspace is allocated by the delegate at run time and is not included.
+        """
+        if self._planned is None:
+            self._planned = _read_program(self._path)["plans"][METHOD]["planned_memory_bytes"]
+        return self._planned
+
+    # operator_profile: not implemented (returns []). Per-op times need ETDump: the program must
+    # be loaded with enable_etdump=True, the .etdp written and parsed with devtools' Inspector,
+    # which also needs the ETRecord from conversion to name delegated XNNPACK ops. Too much
+    # machinery for now; the delegation counts in the manifest say where the time can go.
+
+
+@register_backend
+class ExecuTorchBackend(Backend):
+    name = "executorch"
+    extension = ".pte"
+    install_hint = "executorch"
+    convert_modules = ("torch", "executorch", "torchao")
+    runtime_modules = ("executorch",)
+    recipes = RECIPES
+    default_recipes = {"fp32": "fp32", "int8": "int8"}
+    tool_packages = ("executorch", "torch", "torchao")
+
+    def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(example, np.float32))
+        with torch.no_grad(), _torch_threads(1):
+            program = self._export(model, x)
+            if recipe.precision == "int8":
+                program = self._quantize(program, x, recipe, calibration)
+            edge = self._lower(program)
+            delegation = delegation_counts(edge.exported_program().graph_module)
+            self._serialize(edge, Path(out_path))
+        inputs, outputs = float_io(example, model.config.num_classes)
+        return ConversionResult(inputs, outputs, {**delegation, "pte": self.inspect(out_path)})
+
+    # -- steps -----------------------------------------------------------------------------------
+    @staticmethod
+    def _export(model, x):
+        import torch
+
+        return torch.export.export(model, (x,))
+
+    @staticmethod
+    def _quantize(program, x, recipe: Recipe, calibration: np.ndarray):
+        """PT2E: prepare with XNNPACKQuantizer -> calibrate on real images -> convert -> export."""
+        import torch
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer, get_symmetric_quantization_config)
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        dynamic = recipe.option("mode") == "dynamic"
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(
+            is_per_channel=bool(recipe.option("per_channel", True)), is_dynamic=dynamic))
+        prepared = prepare_pt2e(program.module(), quantizer)
+        if dynamic:
+            prepared(x)  # weight observers only; activations are quantized at run time
+        else:
+            if calibration is None or len(calibration) == 0:
+                raise UserError("static int8 needs calibration images")
+            for i in range(len(calibration)):  # the exported graph is batch 1
+                prepared(torch.from_numpy(np.ascontiguousarray(calibration[i:i + 1], np.float32)))
+        return torch.export.export(convert_pt2e(prepared), (x,))
+
+    @staticmethod
+    def _lower(program):
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+
+    @staticmethod
+    def _serialize(edge, out_path: Path) -> None:
+        out_path.write_bytes(edge.to_executorch().buffer)
+
+    # -- run -------------------------------------------------------------------------------------
+    def load(self, path, threads: int = 1) -> Runner:
+        self.require_runnable()
+        path = Path(path)
+        self.check_artifact_file(path)
+        return ExecuTorchRunner(path, threads)
+
+    def inspect(self, path) -> dict:
+        """Static facts read from the .pte: methods, planned memory, stored weight bytes, and
+        what ``forward`` executes: kernels outside any delegate (by op) and delegate calls (by
+        backend). Ops inside an XNNPACK blob are not listed here (the manifest has them)."""
+        path = Path(path)
+        self.check_artifact_file(path)
+        facts = _read_program(path)
+        plan = facts["plans"].get(METHOD, {})
+        op_counts = {**plan.get("kernel_calls", {}),
+                     **{f"delegate:{b}": n for b, n in plan.get("delegate_calls", {}).items()}}
+        return {"size_bytes": path.stat().st_size, "pte_version": facts["version"],
+                "methods": sorted(facts["plans"]), "weight_bytes": facts["weight_bytes"],
+                **plan, "op_counts": _sorted(Counter(op_counts))}
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Run conversion with ``n`` intra-op threads, then restore the caller's setting.
+
+    Conversion is graph surgery and observers on tiny tensors: extra OpenMP threads buy nothing
+    and, on a busy machine, their spin-waits made PT2E calibration (HistogramObserver) 30x slower
+    (44 s instead of 1.3 s for 8 images on 2 shared cores).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# -- delegation coverage ---------------------------------------------------------------------------
+def delegation_counts(graph_module) -> dict:
+    """Ops by type inside XNNPACK subgraphs and outside them, from the lowered edge graph."""
+    import operator
+
+    delegated: Counter = Counter()
+    not_delegated: Counter = Counter()
+    backends: Counter = Counter()
+    for node in graph_module.graph.nodes:
+        if node.op == "get_attr" and node.name.startswith("lowered_module_"):
+            lowered = getattr(graph_module, node.target)
+            backends[lowered.backend_id] += 1
+            delegated.update(_op_name(n.target) for n in lowered.original_module.graph.nodes
+                             if n.op == "call_function" and n.target is not operator.getitem)
+        elif (node.op == "call_function" and node.target is not operator.getitem
+              and _op_name(node.target) != "executorch_call_delegate"):
+            not_delegated[_op_name(node.target)] += 1
+    return {"delegate_subgraphs": dict(backends), "delegated": _sorted(delegated),
+            "not_delegated": _sorted(not_delegated)}
+
+
+def _op_name(target) -> str:
+    """'aten.native_layer_norm' for the edge op aten.native_layer_norm.default."""
+    name = getattr(target, "__name__", None) or str(target)
+    return name[:-len(".default")] if name.endswith(".default") else name
+
+
+def _sorted(counts: Counter) -> dict:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+# -- reading a .pte without running it -------------------------------------------------------------
+def _read_header(path: Path) -> None:
+    """Check the flatbuffer file identifier (b'ET' + 2 digits at bytes 4..8) and, when present,
+    the extended header's sizes against the file.
+
+    The runtime aborts the whole process on files without a valid identifier (it logs the raw
+    bytes and the log hook dies decoding them), so this check must come before it.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(64)
+    ident = head[4:8]
+    if len(head) < 8 or ident[:2] != b"ET" or not ident[2:].isdigit():
+        raise UserError(f"{path} is not an ExecuTorch program (.pte): no 'ETnn' file identifier")
+    if head[8:12] == b"eh00" and len(head) >= 32:
+        length = int.from_bytes(head[12:16], "little")
+        program_size, segment_base = struct.unpack_from("<QQ", head, 16)
+        segment_size = int.from_bytes(head[32:40], "little") if length >= 32 else 0
+        expected = segment_base + segment_size if segment_base else program_size
+        if size < expected:
+            raise UserError(f"{path} is truncated: {size} bytes, its header says {expected}")
+
+
+def _load_program(path: Path):
+    """The runtime's Program for ``path`` (flatbuffer verified), or a UserError."""
+    import torch  # noqa: F401  (portable_lib imports it anyway; see ExecuTorchRunner)
+    from executorch.runtime import Runtime
+
+    _read_header(path)  # refuses non-.pte bytes before the runtime sees them
+    try:
+        return Runtime.get().load_program(path)
+    except RuntimeError as exc:
+        raise UserError(f"{path} is not a loadable ExecuTorch program ({_first_line(exc)})") from None
+
+
+def _read_program(path: Path) -> dict:
+    """Execution plans of a .pte, read by ExecuTorch's own deserializer (exir: imports torch)."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+    from executorch.exir.schema import DelegateCall, KernelCall
+
+    # The Python flatbuffer reader has no verifier (corrupt bytes fail anywhere, as TypeError,
+    # IndexError, ...): let the runtime's verifier refuse a bad file first, with one line.
+    _load_program(path)
+    pte = deserialize_pte_binary(path.read_bytes())
+    program = pte.program
+    plans = {}
+    for plan in program.execution_plan:
+        ops = [_joined(op.name, op.overload) for op in plan.operators]
+        kernels: Counter = Counter()
+        delegate_calls: Counter = Counter()
+        for chain in plan.chains:
+            for instr in chain.instructions:
+                args = instr.instr_args
+                if isinstance(args, KernelCall):
+                    kernels[ops[args.op_index]] += 1
+                elif isinstance(args, DelegateCall):
+                    delegate_calls[plan.delegates[args.delegate_index].id] += 1
+        plans[plan.name] = {
+            # Entry 0 of non_const_buffer_sizes is reserved by the format; the rest are the
+            # memory-planned buffers (what MethodMeta::memory_planned_buffer_size reports).
+            "planned_memory_bytes": int(sum(plan.non_const_buffer_sizes[1:])),
+            "kernel_calls": _sorted(kernels),
+            "delegate_calls": _sorted(delegate_calls),
+        }
+    # Weights: XNNPACK's tensors live in the named data store, the rest in constant buffers.
+    named = sum(len(b) for b in pte.named_data.buffers) if pte.named_data else 0
+    constants = sum(len(b.storage) for b in program.constant_buffer)
+    return {"version": int(program.version), "plans": plans, "weight_bytes": named + constants}
+
+
+def _joined(name: str, overload: str | None) -> str:
+    """'aten.native_layer_norm.out' for the kernel aten::native_layer_norm, overload out."""
+    name = name.replace("::", ".")
+    return name if overload in (None, "", "default") else f"{name}.{overload}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
