@@ -28,6 +28,9 @@ RECIPES = {
         Recipe("int8", "int8", "static int8 PT2E (XNNPACKQuantizer, symmetric, per-channel "
                "weights), calibrated on real images, lowered to XNNPACK", calibrated=True,
                options=(("mode", "static"), ("per_channel", True))),
+        Recipe("fp32-aten-norms", "fp32", "float32 lowered to XNNPACK without rewriting "
+               "LayerNorm/mean, which then run as portable kernels (for comparison)",
+               options=(("delegable_norms", False),)),
         Recipe("int8-dynamic", "int8", "dynamic int8 PT2E (XNNPACKQuantizer, symmetric "
                "per-channel weights, activations quantized at run time), lowered to XNNPACK",
                options=(("mode", "dynamic"), ("per_channel", True))),
@@ -105,9 +108,12 @@ class ExecuTorchBackend(Backend):
 
         x = torch.from_numpy(np.ascontiguousarray(example, np.float32))
         with torch.no_grad(), _torch_threads(1):
+            keep_float = ()
+            if recipe.option("delegable_norms", True):
+                model, keep_float = delegable_norms(model)
             program = self._export(model, x)
             if recipe.precision == "int8":
-                program = self._quantize(program, x, recipe, calibration)
+                program = self._quantize(program, x, recipe, calibration, keep_float)
             edge = self._lower(program)
             delegation = delegation_counts(edge.exported_program().graph_module)
             self._serialize(edge, Path(out_path))
@@ -122,8 +128,12 @@ class ExecuTorchBackend(Backend):
         return torch.export.export(model, (x,))
 
     @staticmethod
-    def _quantize(program, x, recipe: Recipe, calibration: np.ndarray):
-        """PT2E: prepare with XNNPACKQuantizer -> calibrate on real images -> convert -> export."""
+    def _quantize(program, x, recipe: Recipe, calibration: np.ndarray, keep_float=()):
+        """PT2E: prepare with XNNPACKQuantizer -> calibrate on real images -> convert -> export.
+
+        Modules of the types in ``keep_float`` (the rewritten norms) stay fp32: quantizing a
+        LayerNorm's statistics costs accuracy and buys no speed.
+        """
         import torch
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer, get_symmetric_quantization_config)
@@ -132,6 +142,8 @@ class ExecuTorchBackend(Backend):
         dynamic = recipe.option("mode") == "dynamic"
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(
             is_per_channel=bool(recipe.option("per_channel", True)), is_dynamic=dynamic))
+        for module_type in keep_float:
+            quantizer.set_module_type(module_type, None)
         prepared = prepare_pt2e(program.module(), quantizer)
         if dynamic:
             prepared(x)  # weight observers only; activations are quantized at run time
@@ -173,6 +185,47 @@ class ExecuTorchBackend(Backend):
         return {"size_bytes": path.stat().st_size, "pte_version": facts["version"],
                 "methods": sorted(facts["plans"]), "weight_bytes": facts["weight_bytes"],
                 **plan, "op_counts": _sorted(Counter(op_counts))}
+
+
+def delegable_norms(model):
+    """A copy of ``model`` whose LayerNorms and token mean XNNPACK can run, and their types.
+
+    XNNPACK has no LayerNorm, and its mean only averages the two innermost dims of a 4-D tensor
+    (keepdim), so ``aten.native_layer_norm`` and a mean over tokens fall back to portable
+    kernels. Written as 4-D means, sub, mul, rsqrt and add, the same function is delegated
+    whole. Numerically equal to the original within fp32 rounding (the fp32 gate checks it).
+    """
+    import copy
+
+    import torch
+    from torch import nn
+
+    from lkca_edge.models import TokenMean
+
+    class XnnpackLayerNorm(nn.Module):
+        def __init__(self, norm: nn.LayerNorm):
+            super().__init__()
+            self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+
+        def forward(self, x):
+            x4 = x.reshape(-1, 1, x.shape[-1], 1)  # (rows, 1, D, 1): mean over (2, 3) = over D
+            centred = x4 - x4.mean(dim=(2, 3), keepdim=True)
+            var = (centred * centred).mean(dim=(2, 3), keepdim=True)
+            normed = (centred * torch.rsqrt(var + self.eps)).reshape(x.shape)
+            return normed * self.weight + self.bias
+
+    class XnnpackTokenMean(nn.Module):
+        def forward(self, x):  # (N, T, D) -> (N, D, T, 1) -> mean over (2, 3)
+            return x.transpose(1, 2).unsqueeze(-1).mean(dim=(2, 3), keepdim=True).flatten(1)
+
+    model = copy.deepcopy(model)
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.LayerNorm) and len(child.normalized_shape) == 1:
+                setattr(parent, name, XnnpackLayerNorm(child))
+            elif isinstance(child, TokenMean):
+                setattr(parent, name, XnnpackTokenMean())
+    return model.eval(), (XnnpackLayerNorm, XnnpackTokenMean)
 
 
 @contextlib.contextmanager

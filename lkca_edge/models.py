@@ -110,6 +110,13 @@ class MLP(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
+class TokenMean(nn.Module):
+    """Mean over the token axis: (N, tokens, D) -> (N, D). A module so converters can swap it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + mixer(LN(x)), then x + MLP(LN(x))."""
 
@@ -143,6 +150,7 @@ class VisionTransformer(nn.Module):
                 raise ValueError("form applies only to LKCA models; ViT baselines have no form")
             mixers = [SoftmaxAttention(c.dim, c.heads) for _ in range(c.depth)]
         self.blocks = nn.ModuleList(Block(m, c.dim, hidden) for m in mixers)
+        self.pool = TokenMean()
         self.head_norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, c.num_classes)
         self._init_weights()
@@ -189,7 +197,7 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(self.patchify(images)) + self.pos_embedding
         for block in self.blocks:
             x = block(x)
-        return self.head(self.head_norm(x.mean(dim=1)))  # as the paper: mean, then LN, then Linear
+        return self.head(self.head_norm(self.pool(x)))  # as the paper: mean, then LN, then Linear
 
     def macs(self) -> int:
         return count_macs(self.config)

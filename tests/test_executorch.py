@@ -36,10 +36,13 @@ def exports(lkca1m, digits, export_dir):
 def _check_delegation(details: dict, depth: int) -> None:
     """Delegation counts come from the lowered graph; the .pte's own kernel list must agree."""
     assert details["delegated"]["aten.linear"] > 0 and "aten.linear" not in details["not_delegated"]
-    # Today XNNPACK takes neither LayerNorm (2 per block + the final one) nor the token mean.
-    assert details["not_delegated"] == {"aten.native_layer_norm": 2 * depth + 1, "aten.mean.dim": 1}
+    # Every LayerNorm (2 per block + the final one, rewritten as 4-D means, sub, mul, rsqrt)
+    # and the token mean run inside XNNPACK: nothing is left to portable kernels.
+    assert details["not_delegated"] == {}
+    assert details["delegated"]["aten.rsqrt"] == 2 * depth + 1
+    assert details["delegated"]["aten.mean.dim"] == 2 * (2 * depth + 1) + 1
     pte = details["pte"]
-    assert pte["kernel_calls"] == {"aten.native_layer_norm.out": 2 * depth + 1, "aten.mean.out": 1}
+    assert pte["kernel_calls"] == {}
     assert pte["delegate_calls"] == details["delegate_subgraphs"]
     subgraphs = details["delegate_subgraphs"]["XnnpackBackend"]
     assert subgraphs >= 1 and pte["op_counts"]["delegate:XnnpackBackend"] == subgraphs
@@ -135,3 +138,16 @@ def test_recipes_and_light_import():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "False"
+
+
+def test_without_the_norm_rewrite_layernorm_and_mean_fall_back(lkca1m, digits, export_dir):
+    """The 'before' of the rewrite: aten LayerNorm and the 3-D token mean stay outside XNNPACK."""
+    req = ExportRequest(model="lkca-1m", backend="executorch", recipe="fp32-aten-norms",
+                        out=str(export_dir / "executorch"))
+    res = export_model(req, model=lkca1m, dataset=digits)
+    details = res.manifest.details
+    depth = lkca1m.config.depth
+    assert details["not_delegated"] == {"aten.native_layer_norm": 2 * depth + 1, "aten.mean.dim": 1}
+    assert details["pte"]["kernel_calls"] == {"aten.native_layer_norm.out": 2 * depth + 1,
+                                              "aten.mean.out": 1}
+    assert res.manifest.validation["passed"]
