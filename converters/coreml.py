@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import Backend, ConversionResult, Recipe, Runner, quiet, register_backend
-from lkca_edge.errors import UserError
+from lkca_edge.errors import UserError, first_line
 from lkca_edge.export import float_io
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -94,7 +94,7 @@ class CoreMLRunner(Runner):
         try:
             self.model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
         except Exception as exc:
-            raise UserError(f"{path} is not a loadable Core ML package ({_first_line(exc)})") from None
+            raise UserError(f"{path} is not a loadable Core ML package ({first_line(exc)})") from None
         description = self.model.get_spec().description
         self.input_name = description.input[0].name
         self.output_name = description.output[0].name
@@ -279,7 +279,7 @@ class CoreMLBackend(Backend):
                 mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
                 spec = mlmodel.get_spec()
         except Exception as exc:
-            raise UserError(f"{path} is not a readable Core ML package ({_first_line(exc)})") from None
+            raise UserError(f"{path} is not a readable Core ML package ({first_line(exc)})") from None
         if spec.WhichOneof("Type") != "mlProgram":
             raise UserError(f"{path} is a Core ML {spec.WhichOneof('Type')} model, not an ML program")
         return spec, mlmodel
@@ -293,7 +293,7 @@ class CoreMLBackend(Backend):
             with quiet():
                 return load_mil(spec, spec.specificationVersion, mlmodel.weights_dir)
         except Exception as exc:
-            raise UserError(f"cannot read the weights of {path} ({_first_line(exc)})") from None
+            raise UserError(f"cannot read the weights of {path} ({first_line(exc)})") from None
 
 
 # -- spec helpers --------------------------------------------------------------------------------
@@ -637,12 +637,6 @@ def _static_note(result: dict, info: dict) -> str:
                  f"top-1 agreement {e['top1_agreement']:.2%}, max logit err {e['max_abs_err']:.3g}")
     return note
 
-
-def _first_line(exc: BaseException) -> str:
-    """One printable line of an exception (parsers quote the random bytes they choked on)."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return "".join(c if c.isprintable() else "?" for c in line)[:300]
 
 
 __all__ = ["CoreMLBackend", "CoreMLRecipe", "CoreMLRunner", "RECIPES"]

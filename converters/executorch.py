@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import Backend, ConversionResult, Recipe, Runner, register_backend
-from lkca_edge.errors import UserError
+from lkca_edge.errors import UserError, first_line
 from lkca_edge.export import float_io
 
 METHOD = "forward"
@@ -66,7 +66,7 @@ class ExecuTorchRunner(Runner):
         try:
             self.method = self.program.load_method(METHOD)
         except RuntimeError as exc:
-            raise UserError(f"{path}: cannot load method {METHOD!r} ({_first_line(exc)})") from None
+            raise UserError(f"{path}: cannot load method {METHOD!r} ({first_line(exc)})") from None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import torch
@@ -309,7 +309,7 @@ def _load_program(path: Path):
     try:
         return Runtime.get().load_program(path)
     except RuntimeError as exc:
-        raise UserError(f"{path} is not a loadable ExecuTorch program ({_first_line(exc)})") from None
+        raise UserError(f"{path} is not a loadable ExecuTorch program ({first_line(exc)})") from None
 
 
 def _read_program(path: Path) -> dict:
@@ -351,8 +351,3 @@ def _joined(name: str, overload: str | None) -> str:
     """'aten.native_layer_norm.out' for the kernel aten::native_layer_norm, overload out."""
     name = name.replace("::", ".")
     return name if overload in (None, "", "default") else f"{name}.{overload}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import Backend, ConversionResult, Recipe, Runner, register_backend
-from lkca_edge.errors import UserError
+from lkca_edge.errors import UserError, first_line
 from lkca_edge.export import float_io
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -46,7 +46,7 @@ class OrtRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise UserError(f"{path} is not a loadable ONNX model ({_first_line(exc)})") from None
+            raise UserError(f"{path} is not a loadable ONNX model ({first_line(exc)})") from None
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -149,14 +149,9 @@ class OnnxBackend(Backend):
         try:
             m = onnx.load(str(path))
         except Exception as exc:
-            raise UserError(f"{path} is not an ONNX model ({_first_line(exc)})") from None
+            raise UserError(f"{path} is not an ONNX model ({first_line(exc)})") from None
         counts: dict[str, int] = {}
         for node in m.graph.node:
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
         opsets = {o.domain or "ai.onnx": o.version for o in m.opset_import}
         return {"op_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])), "opsets": opsets}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import Backend, ConversionResult, Recipe, Runner, quiet, register_backend
-from lkca_edge.errors import BackendUnavailable, UserError
+from lkca_edge.errors import BackendUnavailable, UserError, first_line
 from lkca_edge.export import io_spec
 
 TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier at bytes 4..8 of every .tflite
@@ -64,7 +64,7 @@ def _open_interpreter(path: Path, threads: int):
         with quiet():  # native INFO lines go to fd 2
             return _interpreter_class()(model_path=str(path), num_threads=int(threads))
     except Exception as exc:
-        raise UserError(f"{path} is not a loadable TFLite model ({_first_line(exc)})") from None
+        raise UserError(f"{path} is not a loadable TFLite model ({first_line(exc)})") from None
 
 
 def _quantization(detail: dict) -> tuple[float, int] | None:
@@ -106,7 +106,7 @@ class LiteRTRunner(Runner):
         except Exception as exc:
             hint = f"; {_LAYOUT_HINT}" if "batch_matmul" in str(exc) else ""
             raise UserError(f"{path}: the TFLite runtime cannot prepare this model "
-                            f"({_first_line(exc)[:200]}){hint}") from None
+                            f"({first_line(exc)[:200]}){hint}") from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise UserError(f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; "
@@ -316,7 +316,7 @@ def _layout_hint(recipe: Recipe):
         if "batch_matmul" not in str(exc):
             raise
         raise UserError(f"tflite recipe {recipe.name!r} failed on a batch-matmul "
-                        f"({_first_line(exc)[:160]}); {_LAYOUT_HINT}") from None
+                        f"({first_line(exc)[:160]}); {_LAYOUT_HINT}") from None
 
 
 # Modules only some recipes need, beyond convert_modules.
@@ -377,8 +377,3 @@ def _tensor_figures(path: Path) -> dict:
 # TensorType enum of the TFLite schema -> bytes per element (FLOAT32=0, FLOAT16=1, INT32=2,
 # UINT8=3, INT64=4, BOOL=6, INT16=7, INT8=9, FLOAT64=10, UINT32=15, UINT16=16, INT4=17).
 _TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 15: 4, 16: 2, 17: 1}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

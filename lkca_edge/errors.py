@@ -26,3 +26,10 @@ def unknown_name(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> Us
     close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.5)
     hint = f"; did you mean: {', '.join(close)}?" if close else ""
     return UserError(f"unknown {kind} {name!r}{hint} (valid: {', '.join(valid)})")
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """One printable line of an exception (parsers quote the random bytes they choked on)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return "".join(c if c.isprintable() else "?" for c in line)[:limit]
