@@ -19,11 +19,11 @@ from lkca_edge.progress import progress
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 64
+    epochs: int = 20
+    batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.05
-    warmup_epochs: int = 2
+    warmup_epochs: int = 1
     label_smoothing: float = 0.1
     max_shift: int = 2  # random translation in pixels (augmentation)
     seed: int = 0

@@ -167,10 +167,13 @@ def _vit(name: str, dim: int, depth: int, heads: int) -> ModelSpec:
         description=f"softmax-attention ViT baseline, dim {dim}, depth {depth}, {heads} heads"))
 
 
+# Trained with `lkca-edge train lkca-1m --dataset digits --epochs 20 --out DIR` (the default
+# recipe: AdamW 2e-3, batch 32, 1 warm-up epoch, cosine, +-2 px shifts, seed 0); the training
+# log is weights/lkca-1m-digits.metrics.json. Accuracy on the 359-image seeded test split.
 LKCA_1M_DIGITS = Weights(
-    tag="digits", file="lkca-1m-digits.pt", dataset="digits", test_accuracy=float("nan"),
+    tag="digits", file="lkca-1m-digits.pt", dataset="digits", test_accuracy=0.9721,
     preprocessing=DIGITS_PREPROCESSING,
-    recipe="lkca-edge train lkca-1m --dataset digits (see README)",
+    recipe="lkca-edge train lkca-1m --dataset digits --epochs 20",
 )
 
 # The paper's trainer configs (arXiv 2401.05738); 32 px, patch 4, 3 channels, 10 classes.

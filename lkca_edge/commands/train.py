@@ -11,8 +11,8 @@ HELP = "train or fine-tune a model on a small dataset (CPU)"
 def add_arguments(p) -> None:
     p.add_argument("model", help="zoo name, e.g. lkca-1m (see `lkca-edge zoo`)")
     add_dataset_argument(p)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
