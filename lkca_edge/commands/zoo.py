@@ -30,5 +30,7 @@ def run(args) -> int:
         table.add_row(r["name"], ", ".join(r["aliases"]), r["family"], str(r["dim"]), str(r["depth"]),
                       str(r["heads"]) if r["family"] == "vit" else "-", f"{r['params']:,}",
                       f"{r['macs'] / 1e6:.1f}", ", ".join(r["weights"]) or "-")
-    Console().print(table)
+    import sys
+
+    Console(width=None if sys.stdout.isatty() else 140).print(table)  # no truncation in pipes
     return 0
