@@ -179,10 +179,11 @@ def versions() -> dict:
 
 
 def _one_line(exc: BaseException) -> str:
+    """One printable line for a cell's error (parsers quote the random bytes they choked on)."""
     from lkca_edge.errors import UserError as UE
 
     text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
+    first = "".join(ch if ch.isprintable() else "?" for ch in (text.splitlines()[0] if text else ""))
     if isinstance(exc, UE):
         return first[:500] or type(exc).__name__
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").startswith("converters."):
@@ -259,10 +260,11 @@ def run_cell(cfg: BenchConfig, model_name: str, backend_name: str, precision: st
         conversion_s=m.conversion_seconds, export_s=round(export_s, 2), size_bytes=m.size_bytes,
         params=m.params or None, macs=m.macs or None, accuracy=acc, reference_accuracy=ref,
         top1_agreement=v.get("top1_agreement"), max_abs_err=v.get("max_abs_err"),
+        accuracy_estimate=bool(v.get("estimate")) if acc is not None else None,
         accuracy_drop_pts=(None if acc is None or ref is None else round((ref - acc) * 100.0, 4)),
         gate_passed=v.get("passed"),
         delegation_coverage=(cell["delegation"] or {}).get("coverage"))
-    notes = [v["note"]] if v.get("note") and not v.get("runnable", True) else []
+    notes: list[str] = []
 
     # -- profile --
     step("profiling")
@@ -283,7 +285,7 @@ def run_cell(cfg: BenchConfig, model_name: str, backend_name: str, precision: st
     lat = p.get("latency_ms") or {}
     cell["profile"] = p
     cell["mode"] = p.get("mode") or ("measured" if lat else "static")
-    if p.get("note") and (cell["mode"] == "static" or not notes):
+    if p.get("note"):
         notes.append(p["note"])
     cell["metrics"].update(
         profile_s=round(profile_s, 2), load_ms=p.get("load_ms"),

@@ -8,6 +8,31 @@ The history database lives in the user's data directory (``$XDG_DATA_HOME/lkca-e
 else ``~/.local/share/lkca-edge/runs.sqlite``); ``--db PATH`` or ``LKCA_EDGE_DB`` overrides it.
 It runs in WAL mode and every write is one transaction, so a run is recorded whole or not at all,
 and several processes may read and write it at once.
+
+``results.json`` (schema ``lkca-edge-results/1``)::
+
+    {"schema": "lkca-edge-results/1",
+     "run":   {id, time, finished, duration_s, complete, host {name, cpu, cores, usable_cores, os,
+               loadavg, ...}, versions {package: version}, command_line, argv, device,
+               device_profile {...}, device_profiles {name: budgets, backends, precisions},
+               models, backends, precisions, runs, warmup, op_runs, threads, calibration,
+               weights {model: where from}, out_dir, [db_id, db]},
+     "cells": [{model, backend, precision, recipe, form, status "ok" | "failed",
+                failed_step null | "setup" | "convert" | "profile", error (one line) | null,
+                mode "measured" | "static", note, artifact (relative path),
+                metrics {conversion_s, export_s, profile_s, size_bytes, params, macs, load_ms,
+                         first_inference_ms, latency_{median,p90,p99,mean,min}_ms, throughput_ips,
+                         peak_rss_mb, rss_growth_mb, planned_memory_bytes, accuracy,
+                         reference_accuracy, top1_agreement, accuracy_drop_pts, max_abs_err,
+                         accuracy_estimate (true: an off-device estimate, not a run),
+                         gate_passed, delegation_coverage},   (null where not measured)
+                validation {the manifest's validation}, profile {ProfileResult.to_dict()},
+                delegation {delegated_ops, not_delegated_ops, coverage, ...} | null,
+                manifest {the artifact's manifest, without validation}}],
+     "ship":  [{device, cell [model, backend, precision] | null, reason, ...}]}
+
+A ``static`` cell (the backend cannot run here, e.g. Core ML on Linux) is ``ok`` with its size
+and static checks, null latency/memory/accuracy, and ``note`` saying why.
 """
 
 from __future__ import annotations
@@ -44,7 +69,7 @@ CSV_COLUMNS = (
     "first_inference_ms", "latency_median_ms", "latency_p90_ms", "latency_p99_ms",
     "latency_mean_ms", "throughput_ips", "peak_rss_mb", "rss_growth_mb", "planned_memory_bytes",
     "accuracy", "reference_accuracy", "top1_agreement", "accuracy_drop_pts", "max_abs_err",
-    "gate_passed", "memory_ok", "latency_ok", "accuracy_ok", "delegation_coverage", "threads",
+    "accuracy_estimate", "gate_passed", "memory_ok", "latency_ok", "accuracy_ok", "delegation_coverage", "threads",
     "note", "artifact",
 )
 
@@ -70,15 +95,28 @@ def ok_cells(results: dict) -> list[dict]:
     return [c for c in results.get("cells", []) if c.get("status") == "ok"]
 
 
-def best_cells(results: dict) -> dict[str, tuple[str, str, str]]:
-    """metric -> key of the best ok cell for it (lowest latency/memory/size, highest accuracy)."""
+ESTIMABLE = ("accuracy", "top1_agreement", "accuracy_drop_pts", "max_abs_err")
+
+
+def is_estimate(cell: dict, name: str) -> bool:
+    """True when ``name`` is an off-device estimate (e.g. Core ML on Linux), not a measurement."""
+    return name in ESTIMABLE and bool((cell.get("metrics") or {}).get("accuracy_estimate"))
+
+
+def best_cells(results: dict) -> dict[str, set[tuple[str, str, str]]]:
+    """metric -> keys of the best ok cells for it (lowest latency/memory/size, highest accuracy;
+    every cell tied for best). Estimates never win, and a metric on which all cells tie marks
+    none."""
     best = {}
     for name, (_, _, sense) in METRICS.items():
-        have = [(metric(c, name), c) for c in ok_cells(results) if metric(c, name) is not None]
-        if len(have) < 1:
+        have = [(metric(c, name), c) for c in ok_cells(results)
+                if metric(c, name) is not None and not is_estimate(c, name)]
+        if not have:
             continue
-        pick = min(have, key=lambda t: t[0]) if sense == "min" else max(have, key=lambda t: t[0])
-        best[name] = cell_key(pick[1])
+        target = min(v for v, _ in have) if sense == "min" else max(v for v, _ in have)
+        keys = {cell_key(c) for v, c in have if math.isclose(v, target, rel_tol=1e-9, abs_tol=1e-12)}
+        if len(keys) < len(have) or len(have) == 1:
+            best[name] = keys
     return best
 
 
@@ -126,7 +164,7 @@ def what_to_ship(results: dict) -> list[dict]:
             if (c.get("validation") or {}).get("passed") is False:
                 no("validation gate failed")
                 continue
-            if drop is None:
+            if drop is None or is_estimate(c, "accuracy_drop_pts"):
                 no("no accuracy measured")
                 continue
             if drop > prof["accuracy_gate"] + 1e-9:
@@ -168,7 +206,7 @@ def ship_line(entry: dict, measured_device: str | None = None) -> str:
         if entry.get("peak_rss_mb") is not None:
             figures.append(f"peak {entry['peak_rss_mb']:.0f} MB")
         where = "" if entry.get("measured_on_this_device") else \
-            f" (judged on this host's measurements under the {measured_device} profile, not on a {name})"
+            f" (from this host's measurements under the {measured_device} profile; not measured on {name})"
         return f"{name}: ship {model} {backend} {precision} — {', '.join(figures)}{where}"
     return f"{name}: nothing qualifies — {entry.get('reason')}"
 

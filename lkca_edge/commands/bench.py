@@ -82,7 +82,7 @@ def print_summary(outcome) -> None:
         style = None if cell["status"] == "ok" else "red"
         table.add_row(*row, style=style)
     console.print(table)
-    for note in notes_list(results):
+    for note in notes_list(results, validation_notes=False):
         console.print(f"  • {note}", highlight=False, markup=False)
     console.print("what to ship:", style="bold")
     for entry in results.get("ship", []):
