@@ -64,14 +64,17 @@ class OrtRunner(Runner):
         with tempfile.TemporaryDirectory() as d:
             opts.profile_file_prefix = str(Path(d) / "ort")
             sess = ort.InferenceSession(str(self._path), opts, providers=["CPUExecutionProvider"])
-            for _ in range(runs):
+            warmup = 5
+            for _ in range(warmup + runs):
                 sess.run(None, {self.input_name: x})
             events = json.loads(Path(sess.end_profiling()).read_text())
+        kernels = sorted((e for e in events if e.get("cat") == "Node"
+                          and e.get("name", "").endswith("_kernel_time")), key=lambda e: e.get("ts", 0))
+        per_run = len(kernels) // (warmup + runs)
         totals: dict[str, list[float]] = {}
-        for e in events:
-            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-                op = e.get("args", {}).get("op_name", "?")
-                totals.setdefault(op, []).append(e.get("dur", 0) / 1000.0)
+        for e in kernels[warmup * per_run:]:  # the first runs allocate: leave them out
+            op = e.get("args", {}).get("op_name", "?")
+            totals.setdefault(op, []).append(e.get("dur", 0) / 1000.0)
         return sorted(({"op": op, "ms": sum(t) / runs, "count": len(t) // max(1, runs),
                         "delegated": None} for op, t in totals.items()),
                       key=lambda r: -r["ms"])
