@@ -21,6 +21,7 @@ from lkca_edge.errors import UserError, first_line
 from lkca_edge.export import float_io
 
 METHOD = "forward"
+_POOL_THREADS: int | None = None  # the size this process last gave ExecuTorch's threadpool
 
 RECIPES = {
     r.name: r for r in (
@@ -58,8 +59,14 @@ class ExecuTorchRunner(Runner):
         self._planned: int | None = None
         self.program = _load_program(path)
         # The pybind threadpool defaults to every core; pin it to what the caller asked for.
-        # It is process-wide: every program loaded in this process shares it.
-        _unsafe_reset_threadpool(max(1, int(threads)))
+        # It is process-wide and resetting it under a live runner can abort the process, so it
+        # is reset only when the size changes (one thread count per process, as the profiler and
+        # validation children use).
+        global _POOL_THREADS
+        threads = max(1, int(threads))
+        if threads != _POOL_THREADS:
+            _unsafe_reset_threadpool(threads)
+            _POOL_THREADS = threads
         if METHOD not in self.program.method_names:
             raise UserError(f"{path} has no {METHOD!r} method "
                             f"(methods: {', '.join(sorted(self.program.method_names))})")
