@@ -14,6 +14,7 @@ Outputs, all written atomically into the run directory: ``results.json`` (schema
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import platform
@@ -114,6 +115,9 @@ def check_config(cfg: BenchConfig) -> None:
             raise UserError("--checkpoint applies to one model; pass a single --models NAME with it")
         if not Path(cfg.checkpoint).is_file():
             raise UserError(f"checkpoint not found: {cfg.checkpoint}")
+        from lkca_edge.commands.common import build_model_from
+
+        build_model_from(cfg.models[0], cfg.checkpoint, {})  # a bad checkpoint: one line, now
 
 
 def default_run_dir(root: str | Path = "runs") -> Path:
@@ -244,6 +248,7 @@ def run_cell(cfg: BenchConfig, model_name: str, backend_name: str, precision: st
             result = export_model(req, model=copy.deepcopy(model), dataset=data, log=lambda *a: None)
         export_s = time.perf_counter() - t0
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - one cell's failure never stops the bench
+        _raise_if_disk_full(exc)
         cell.update(failed_step="convert", error=_one_line(exc))
         cell["metrics"]["export_s"] = round(time.perf_counter() - t_cell, 2)
         _debug_trace()
@@ -277,6 +282,7 @@ def run_cell(cfg: BenchConfig, model_name: str, backend_name: str, precision: st
                                          profiles_dir=cfg.profiles_dir, op_runs=cfg.op_runs)
         profile_s = time.perf_counter() - t0
     except (Exception, SystemExit) as exc:  # noqa: BLE001
+        _raise_if_disk_full(exc)
         cell.update(failed_step="profile", error=_one_line(exc), note="; ".join(notes))
         _debug_trace()
         return cell
@@ -297,6 +303,22 @@ def run_cell(cfg: BenchConfig, model_name: str, backend_name: str, precision: st
     cell["status"] = "ok"
     cell["note"] = "; ".join(dict.fromkeys(n for n in notes if n))
     return cell
+
+
+def _raise_if_disk_full(exc: BaseException) -> None:
+    """A full disk is no cell's fault and would fail every cell after it: stop the bench."""
+    import errno
+
+    from lkca_edge.errors import DiskFull
+
+    if isinstance(exc, DiskFull):
+        raise exc
+    seen = set()
+    while exc is not None and id(exc) not in seen:  # converters wrap the OSError
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG):
+            raise DiskFull(f"no space left while converting ({exc.strerror}); free some space") from None
+        exc = exc.__cause__ or exc.__context__
 
 
 def _debug_trace() -> None:
@@ -402,18 +424,333 @@ def _weights_note(model, checkpoint: str | None) -> str:
     return "random initialisation (no trained weights: accuracy is chance level)"
 
 
+# -- the run directory: options, finished cells, lock ------------------------------------------------
+RUN_SCHEMA = "lkca-edge-bench-run/1"
+CELL_SCHEMA = "lkca-edge-bench-cell/1"
+RUN_FILE = "run.json"      # the run's options and header, written at start (what --resume reads)
+CELLS_DIR = "cells"        # one <model>_<backend>_<precision>.json per finished cell
+LOCK_FILE = ".lock"        # PID, host and start time of the bench using the directory
+FINAL_OUTPUTS = ("results.json", "results.csv", "report.md", "report.html", "plots")
+_OPTIONS = ("models", "backends", "precisions", "device", "runs", "warmup", "op_runs", "threads",
+            "db", "record", "checkpoint", "calibration", "validation_limit", "profiles_dir", "argv")
+
+
+def cell_file(out_dir: Path, model: str, backend: str, precision: str) -> Path:
+    import re
+
+    name = "_".join(re.sub(r"[^A-Za-z0-9.@+-]", "-", part) for part in (model, backend, precision))
+    return out_dir / CELLS_DIR / f"{name}.json"
+
+
+def _is_temp(path: Path) -> bool:
+    return path.name.startswith(".") or ".partial" in path.name
+
+
+def _read_json(path: Path):
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError):
+        return ValueError
+
+
+def read_run_state(out_dir: Path) -> dict | None:
+    """``run.json`` of a bench run directory, None when there is none; UserError when unusable."""
+    doc = _read_json(out_dir / RUN_FILE)
+    if doc is None:
+        return None
+    if doc is ValueError or not isinstance(doc, dict) or doc.get("schema") != RUN_SCHEMA \
+            or not isinstance(doc.get("options"), dict) or not isinstance(doc.get("run"), dict):
+        raise UserError(f"{out_dir / RUN_FILE} is not a bench run record this lkca-edge can read")
+    return doc
+
+
+def load_finished_cells(out_dir: Path, run_id: str, grid: list[tuple[str, str, str]],
+                        warn=lambda text: None) -> dict[tuple[str, str, str], dict]:
+    """The finished cells recorded in ``cells/`` for this run, by key (files of other runs or
+    for cells outside the grid are ignored with a warning)."""
+    found: dict[tuple[str, str, str], dict] = {}
+    cells_dir = out_dir / CELLS_DIR
+    if not cells_dir.is_dir():
+        return found
+    for path in sorted(cells_dir.glob("*.json")):
+        if _is_temp(path):
+            continue
+        doc = _read_json(path)
+        cell = doc.get("cell") if isinstance(doc, dict) else None
+        if not isinstance(cell, dict) or doc.get("schema") != CELL_SCHEMA \
+                or not all(isinstance(cell.get(k), str) for k in ("model", "backend", "precision", "status")):
+            warn(f"ignoring {path}: not a finished-cell record (the cell runs again)")
+            continue
+        if doc.get("run_id") != run_id:
+            warn(f"ignoring {path}: it belongs to another run")
+            continue
+        key = (cell["model"], cell["backend"], cell["precision"])
+        if key in grid:
+            found[key] = cell
+    return found
+
+
+def _remove_temp_files(out_dir: Path) -> None:
+    """Leftovers of atomic writes cut short by SIGKILL (``.name.XXXX.partial.ext``)."""
+    import shutil
+
+    for folder in (out_dir, out_dir / CELLS_DIR, out_dir / "artifacts", out_dir / "plots"):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.name.startswith(".") and ".partial" in p.name:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+
+
+def _clear_previous_run(out_dir: Path) -> None:
+    """A fresh bench into the directory of a finished one: drop its outputs and cell records
+    first, so an interrupted new run never leaves the old, complete-looking report behind."""
+    import shutil
+
+    for name in (*FINAL_OUTPUTS, CELLS_DIR, RUN_FILE):
+        p = out_dir / name
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
+        except OSError as exc:
+            raise UserError(f"cannot clear the previous run's {p}: {exc.strerror or exc}") from None
+
+
+def _proc_start(pid: int) -> str | None:
+    """The kernel's start time of a process (clock ticks since boot), to tell a reused PID."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
+
+
+def _pid_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+class RunLock:
+    """``DIR/.lock``: one bench per run directory at a time.
+
+    Created atomically with ``O_CREAT | O_EXCL``; holds the PID, host, start time and command of
+    its bench. A lock whose process is gone (same host, PID not running, or running but started
+    at another time, i.e. a reused PID, or written before the last reboot) is stale: it is taken
+    over with a one-line notice. A lock from another host is never taken over automatically."""
+
+    def __init__(self, out_dir: Path, command: str = ""):
+        self.path = Path(out_dir) / LOCK_FILE
+        self.command = command
+        self.info: dict | None = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def _stale_reason(self, holder) -> str | None:
+        """Why the lock ``holder`` is stale, or None when it may be live."""
+        if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
+            try:
+                age = time.time() - self.path.stat().st_mtime
+            except OSError:
+                return "it is gone"
+            # a lock being written right now looks empty for a moment
+            return f"it is unreadable and {age:.0f} s old" if age > 10 else None
+        pid, host = holder["pid"], holder.get("host")
+        if host and host != socket.gethostname():
+            return None
+        if holder.get("boot_id") and _boot_id() and holder["boot_id"] != _boot_id():
+            return f"PID {pid} ran before this host last rebooted"
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return f"PID {pid} is not running"
+        except PermissionError:
+            pass  # alive, another user's
+        except OSError:
+            return None
+        if _pid_state(pid) == "Z":
+            return f"PID {pid} has exited"
+        start = _proc_start(pid)
+        if holder.get("proc_start") and start and holder["proc_start"] != start:
+            return f"PID {pid} now belongs to another process"
+        return None
+
+    def acquire(self, notice=lambda text: None) -> "RunLock":
+        import json
+
+        from lkca_edge.manifest import now_iso
+
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": now_iso(),
+                "proc_start": _proc_start(os.getpid()), "boot_id": _boot_id(),
+                "command": self.command}
+        for _ in range(5):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_json(self.path)
+                reason = self._stale_reason(holder)
+                if reason is None:
+                    h = holder if isinstance(holder, dict) else {}
+                    who = (f"PID {h.get('pid')} on {h.get('host') or 'an unknown host'}, started "
+                           f"{h.get('started') or 'at an unknown time'}") if h else "being created"
+                    raise UserError(f"another lkca-edge bench is using {self.path.parent} (lock "
+                                    f"{self.path}: {who}); wait for it to finish or use another "
+                                    f"--out, and delete the lock only if no bench is running")
+                notice(f"taking over the stale lock {self.path} ({reason})")
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+                continue
+            except OSError as exc:
+                from lkca_edge.fileio import _describe_os_error
+
+                raise _describe_os_error(exc, self.path) from None
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(json.dumps(info) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                self.path.unlink(missing_ok=True)
+                from lkca_edge.fileio import _describe_os_error
+
+                raise _describe_os_error(exc, self.path) from None
+            self.info = info
+            return self
+        raise UserError(f"cannot take the lock {self.path}: other processes keep replacing it")
+
+    def release(self) -> None:
+        """Remove the lock if it is still this process's."""
+        if self.info is None:
+            return
+        holder = _read_json(self.path)
+        if isinstance(holder, dict) and holder.get("pid") == self.info["pid"] \
+                and holder.get("started") == self.info["started"]:
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+        self.info = None
+
+
+class _Signals:
+    """SIGINT and SIGTERM raise ``Interrupted`` in the main thread (130 / 143), except inside
+    ``held()``, which finishes first (so a finished cell is always recorded before stopping)."""
+
+    def __init__(self):
+        self.saved: dict = {}
+        self.depth = 0
+        self.pending: int | None = None
+
+    def __enter__(self) -> "_Signals":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous = signal.getsignal(sig)
+                if previous is signal.SIG_IGN or previous is None:
+                    continue  # e.g. started with nohup or as a background job: keep ignoring it
+                self.saved[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+        self.saved.clear()
+
+    def _handler(self, signum, frame) -> None:
+        from lkca_edge.errors import Interrupted
+
+        if self.depth:
+            self.pending = self.pending or signum
+            return
+        raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def held(self):
+        from lkca_edge.errors import Interrupted
+
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending:
+            signum, self.pending = self.pending, None
+            raise Interrupted(signum)
+
+
+def _notice(text: str) -> None:
+    print(f"lkca-edge bench: {text}", file=sys.stderr, flush=True)
+
+
+def _options(cfg: BenchConfig) -> dict:
+    """What a resumed run needs to repeat this one (paths made absolute)."""
+    opts = {k: getattr(cfg, k) for k in _OPTIONS}
+    if cfg.checkpoint:
+        opts["checkpoint"] = str(Path(cfg.checkpoint).resolve())
+    if cfg.profiles_dir:
+        opts["profiles_dir"] = [str(Path(d).resolve()) for d in cfg.profiles_dir]
+    if cfg.record:
+        from lkca_edge.results import resolve_db_path
+
+        opts["db"] = str(resolve_db_path(cfg.db).resolve())
+    return opts
+
+
+def _grid(cfg: BenchConfig) -> list[tuple[str, str, str]]:
+    return [(m, b, p) for m in cfg.models for b in cfg.backends for p in cfg.precisions]
+
+
+# -- the run --------------------------------------------------------------------------------------------
 def run_bench(cfg: BenchConfig) -> BenchOutcome:
+    """A new bench run in ``cfg.out`` (default ``runs/<timestamp>/``)."""
     from lkca_edge.manifest import now_iso
 
     check_config(cfg)
     device_profiles, device = _device_profiles(cfg)
     out_dir = ensure_dir(Path(cfg.out) if cfg.out else default_run_dir())
-    started, t_start = now_iso(), time.perf_counter()
     argv = cfg.argv or canonical_argv(cfg)
-    results = {
-        "schema": SCHEMA,
-        "run": {
-            "id": new_run_id(), "time": started, "finished": None, "duration_s": None,
+    with RunLock(out_dir, shlex.join(argv)) as lock:
+        lock.acquire(_notice)
+        previous = read_run_state(out_dir) if (out_dir / RUN_FILE).exists() else None
+        if previous is not None and not previous.get("complete"):
+            n_done = len(load_finished_cells(out_dir, previous["run"].get("id"),
+                                             [tuple(k) for k in _grid(_config_from(previous, out_dir))]))
+            raise UserError(f"{out_dir} holds an interrupted bench run ({n_done} cells finished); "
+                            f"continue it with `lkca-edge bench --resume {shlex.quote(str(out_dir))}`, "
+                            f"or choose another --out")
+        if previous is not None or _ours(out_dir / "results.json"):
+            _clear_previous_run(out_dir)
+        run = {
+            "id": new_run_id(), "time": now_iso(), "finished": None, "duration_s": None,
             "complete": False, "host": host_facts(), "versions": versions(),
             "command_line": shlex.join(argv), "argv": list(argv), "device": cfg.device,
             "device_profile": device, "device_profiles": device_profiles,
@@ -421,72 +758,196 @@ def run_bench(cfg: BenchConfig) -> BenchOutcome:
             "precisions": list(cfg.precisions), "runs": cfg.runs, "warmup": cfg.warmup,
             "op_runs": cfg.op_runs, "threads": cfg.threads, "calibration": cfg.calibration,
             "validation_limit": cfg.validation_limit, "weights": {}, "out_dir": str(out_dir.resolve()),
-        },
-        "cells": [],
-    }
-    cells = results["cells"]
-    n_total = len(cfg.models) * len(cfg.backends) * len(cfg.precisions)
-    with _Progress(n_total, cfg.progress) as bar:
-        bar.log(f"bench: {n_total} cells ({', '.join(cfg.models)} x {', '.join(cfg.backends)} x "
-                f"{', '.join(cfg.precisions)}), device profile {cfg.device}, {cfg.runs} runs "
-                f"after {cfg.warmup} warm-up -> {out_dir}")
-        try:
-            for model_name in cfg.models:
-                bar.describe(f"{model_name}: building the model and loading {cfg.calibration}")
-                model = data = None
-                try:
-                    from lkca_edge.commands.common import build_model_from
-                    from lkca_edge.data import load_dataset
+        }
+        cfg.argv = list(argv)
+        state = {"schema": RUN_SCHEMA, "options": _options(cfg), "run": run, "elapsed_s": 0.0,
+                 "complete": False, "recorded": None}
+        write_json(out_dir / RUN_FILE, state)
+        return _execute(cfg, out_dir, state, {})
 
-                    model = build_model_from(model_name, cfg.checkpoint, {})
-                    model.eval()
-                    data = load_dataset(cfg.calibration, model.preprocessing)
-                    results["run"]["weights"][model_name] = _weights_note(model, cfg.checkpoint)
-                    setup_error = None
-                except (Exception, SystemExit) as exc:  # noqa: BLE001
-                    setup_error = _one_line(exc)
-                    _debug_trace()
-                for backend_name in cfg.backends:
-                    for precision in cfg.precisions:
-                        name = f"{model_name} {backend_name} {precision}"
+
+def _ours(path: Path) -> bool:
+    from lkca_edge.results import SCHEMA as RESULTS_SCHEMA
+
+    doc = _read_json(path)
+    return isinstance(doc, dict) and doc.get("schema") == RESULTS_SCHEMA
+
+
+def _config_from(state: dict, out_dir: Path, progress: bool = True) -> BenchConfig:
+    opts = dict(state["options"])
+    try:
+        cfg = BenchConfig(**{k: opts[k] for k in _OPTIONS if k in opts})
+    except TypeError as exc:
+        raise UserError(f"{out_dir / RUN_FILE}: unreadable options ({exc})") from None
+    cfg.out, cfg.progress = str(out_dir), progress
+    return cfg
+
+
+def resume_bench(out_dir: str | Path, progress: bool = True) -> BenchOutcome:
+    """Finish an interrupted run: its recorded options, only the cells not yet finished, then
+    the full outputs. A complete run only gets its reports rewritten."""
+    from lkca_edge.manifest import now_iso
+
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise UserError(f"--resume {out_dir}: no such run directory")
+    if not (out_dir / RUN_FILE).is_file():
+        raise UserError(f"--resume {out_dir}: not a bench run directory (no {RUN_FILE}; "
+                        f"`lkca-edge bench --out DIR` makes one)")
+    state = read_run_state(out_dir)
+    cfg = _config_from(state, out_dir, progress)
+    check_config(cfg)
+    with RunLock(out_dir, f"lkca-edge bench --resume {shlex.quote(str(out_dir))}") as lock:
+        lock.acquire(_notice)
+        state = read_run_state(out_dir)  # re-read under the lock
+        _remove_temp_files(out_dir)
+        finished = load_finished_cells(out_dir, state["run"].get("id"), _grid(cfg), _notice)
+        missing = [k for k in _grid(cfg) if k not in finished]
+        if missing:
+            run = state["run"]
+            run["out_dir"] = str(out_dir.resolve())
+            run.setdefault("resumed", []).append(now_iso())
+            now = versions()
+            changed = sorted(k for k in set(now) | set(run.get("versions") or {})
+                             if now.get(k) != (run.get("versions") or {}).get(k))
+            if changed:
+                _notice("tool versions changed since this run started ("
+                        + ", ".join(f"{k} {(run.get('versions') or {}).get(k)} -> {now.get(k)}"
+                                    for k in changed) + "); the remaining cells use the new ones")
+            state["complete"] = False
+            write_json(out_dir / RUN_FILE, state)
+        return _execute(cfg, out_dir, state, finished)
+
+
+def _execute(cfg: BenchConfig, out_dir: Path, state: dict, finished: dict) -> BenchOutcome:
+    """Run the grid's missing cells (each persisted as it finishes), then write the outputs."""
+    from lkca_edge.manifest import now_iso
+
+    run = state["run"]
+    results = {"schema": SCHEMA, "run": run, "cells": []}
+    grid = _grid(cfg)
+    done: dict[tuple[str, str, str], dict] = dict(finished)
+    todo = [k for k in grid if k not in done]
+    n_total = len(grid)
+    elapsed_before = float(state.get("elapsed_s") or 0.0)
+    t_start = time.perf_counter()
+    with _Signals() as signals:
+        try:
+            with _Progress(n_total, cfg.progress) as bar:
+                if done:
+                    bar.log(f"bench --resume: {len(done)} of {n_total} cells already finished in "
+                            f"{out_dir}; " + (f"running the other {len(todo)}" if todo
+                                              else "nothing left to run, rewriting the reports"))
+                else:
+                    bar.log(f"bench: {n_total} cells ({', '.join(cfg.models)} x "
+                            f"{', '.join(cfg.backends)} x {', '.join(cfg.precisions)}), device "
+                            f"profile {cfg.device}, {cfg.runs} runs after {cfg.warmup} warm-up "
+                            f"-> {out_dir}")
+                for _ in done:
+                    bar.advance()
+                for model_name in cfg.models:
+                    keys = [k for k in todo if k[0] == model_name]
+                    if not keys:
+                        continue
+                    bar.describe(f"{model_name}: building the model and loading {cfg.calibration}")
+                    model = data = None
+                    try:
+                        from lkca_edge.commands.common import build_model_from
+                        from lkca_edge.data import load_dataset
+
+                        model = build_model_from(model_name, cfg.checkpoint, {})
+                        model.eval()
+                        data = load_dataset(cfg.calibration, model.preprocessing)
+                        run.setdefault("weights", {})[model_name] = _weights_note(model, cfg.checkpoint)
+                        setup_error = None
+                    except (Exception, SystemExit) as exc:  # noqa: BLE001
+                        setup_error = _one_line(exc)
+                        _debug_trace()
+                    for key in keys:
+                        _, backend_name, precision = key
+                        name = " ".join(key)
                         if setup_error:
-                            cell = _new_cell(model_name, backend_name, precision)
+                            cell = _new_cell(*key)
                             cell.update(failed_step="setup", error=setup_error)
                         else:
                             cell = run_cell(cfg, model_name, backend_name, precision, model, data,
                                             out_dir, step=lambda s, n=name: bar.describe(f"{n}: {s}"))
-                        cells.append(cell)
+                        with signals.held():  # a finished cell is recorded before any stop
+                            write_json(cell_file(out_dir, *key),
+                                       {"schema": CELL_SCHEMA, "run_id": run["id"],
+                                        "finished": now_iso(), "cell": cell})
+                            done[key] = cell
+                            state["elapsed_s"] = round(elapsed_before + time.perf_counter() - t_start, 2)
+                            write_json(out_dir / RUN_FILE, state)
                         bar.log(cell_line(cell))
                         bar.advance()
-                        write_json(out_dir / "results.json", results)  # partial results survive a crash
-        except KeyboardInterrupt:
-            results["run"]["interrupted"] = True
-            write_json(out_dir / "results.json", results)
-            raise
-    results["run"].update(finished=now_iso(), duration_s=round(time.perf_counter() - t_start, 1),
-                          complete=True)
-    results["ship"] = what_to_ship(results)
-
-    run_id, db_path, db_error = None, None, None
-    if cfg.record:
-        from lkca_edge.results import ResultsStore, resolve_db_path
-
-        db_path = resolve_db_path(cfg.db)
-        try:
-            with ResultsStore(db_path) as store:
-                run_id = store.record_run(results)
-            results["run"]["db_id"], results["run"]["db"] = run_id, str(db_path)
+                results["cells"] = [done[k] for k in grid]
+                if not todo and state.get("complete") and run.get("finished"):
+                    pass  # a complete run: keep its times, rewrite the reports
+                else:
+                    run.update(finished=now_iso(), complete=True,
+                               duration_s=round(elapsed_before + time.perf_counter() - t_start, 1))
+                results["ship"] = what_to_ship(results)
+                run_id, db_path, db_error = _record(cfg, state, results, signals)
+                files = write_outputs(results, out_dir)
+                with signals.held():
+                    state["complete"] = True
+                    write_json(out_dir / RUN_FILE, state)
         except UserError as exc:
-            db_error = str(exc)
-    files = write_outputs(results, out_dir)
+            from lkca_edge.errors import DiskFull
+
+            if not isinstance(exc, DiskFull):
+                raise
+            n_done = sum(k in done for k in grid)
+            raise DiskFull(f"{exc}; {n_done} of {n_total} cells finished are kept in "
+                           f"{out_dir / CELLS_DIR}: resume with: lkca-edge bench --resume "
+                           f"{shlex.quote(str(out_dir))}") from None
+        except KeyboardInterrupt as exc:
+            import signal
+
+            from lkca_edge.errors import Interrupted
+
+            signum = getattr(exc, "signum", signal.SIGINT)
+            n_done = sum(k in done for k in grid)
+            raise Interrupted(signum, (
+                f"interrupted by {signal.Signals(signum).name} with {n_done} of {n_total} cells "
+                f"finished (kept in {out_dir / CELLS_DIR}); resume with: lkca-edge bench --resume "
+                f"{shlex.quote(str(out_dir))}")) from None
     return BenchOutcome(results, out_dir, files, run_id, db_path, db_error)
 
 
+def _record(cfg: BenchConfig, state: dict, results: dict, signals: _Signals):
+    """Record the run in the history once (a resumed run that was recorded is not recorded again)."""
+    if not cfg.record:
+        return None, None, None
+    from lkca_edge.results import ResultsStore, resolve_db_path
+
+    run = results["run"]
+    db_path = resolve_db_path(cfg.db)
+    rec = state.get("recorded") or {}
+    if rec.get("db_id") is not None and rec.get("db") == str(db_path):
+        run["db_id"], run["db"] = rec["db_id"], rec["db"]
+        return rec["db_id"], db_path, None
+    try:
+        with ResultsStore(db_path) as store:
+            run_id = store.find_uid(run["id"])  # recorded by a session killed just after
+            if run_id is None:
+                run_id = store.record_run(results)
+    except UserError as exc:
+        return None, db_path, str(exc)
+    run["db_id"], run["db"] = run_id, str(db_path)
+    with signals.held():
+        state["recorded"] = {"db_id": run_id, "db": str(db_path)}
+        write_json(Path(run["out_dir"]) / RUN_FILE, state)
+    return run_id, db_path, None
+
+
 def write_outputs(results: dict, out_dir: Path) -> dict[str, Path]:
-    """results.json, results.csv, report.md, report.html and plots/*.png, each atomically."""
+    """results.csv, report.md, report.html, plots/*.png and, last, results.json, each atomically
+    (results.json, the file that says the run is complete, only once everything else is there)."""
     from apps.report import write_report
 
-    files = {"results.json": write_json(out_dir / "results.json", results),
-             "results.csv": write_text(out_dir / "results.csv", to_csv(results))}
+    files = {"results.csv": write_text(out_dir / "results.csv", to_csv(results))}
     files.update(write_report(results, out_dir))
+    files["results.json"] = write_json(out_dir / "results.json", results)
     return files

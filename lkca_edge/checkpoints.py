@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from lkca_edge.errors import UserError
-from lkca_edge.fileio import atomic_path
+from lkca_edge.fileio import write_bytes
 from lkca_edge.models import VisionTransformer
 from lkca_edge.models_config import ModelConfig
 from lkca_edge.preprocessing import Preprocessing
@@ -68,6 +68,9 @@ def read_checkpoint(path: str | Path) -> dict:
         data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    if not (data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"):  # torch's zip, or a legacy pickle
+        raise UserError(f"{path} is not a readable checkpoint (not a PyTorch file: neither a zip "
+                        f"archive nor a pickle)")
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle with code, random bytes, ...
@@ -195,6 +198,8 @@ def save_checkpoint(model: VisionTransformer, path: str | Path, dataset: str | N
         "metrics": metrics or {},
         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+    # Serialised in memory, then written by fileio: torch's zip writer turns a full disk into
+    # an opaque RuntimeError, the atomic write into one clear line (and no partial file).
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return write_bytes(path, buf.getvalue())

@@ -28,8 +28,15 @@ def command_names() -> list[str]:
     return [n for n in COMMAND_ORDER if n in found] + sorted(found - set(COMMAND_ORDER))
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line too (exit 2), like every other error; --help shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lkca-edge",
         description="Take compact LKCA vision models to phones and edge boards: "
                     "train, quantize, convert, validate, profile.")
@@ -53,8 +60,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     debug = args.debug or os.environ.get("LKCA_EDGE_DEBUG") == "1"
-    from lkca_edge.errors import UserError
+    import signal
+    import threading
 
+    from lkca_edge.errors import UserError, raise_interrupted
+
+    # SIGTERM behaves like Ctrl-C: atomic writes remove their temporary files, the bench keeps its
+    # finished cells, and the exit code is 143 (128 + SIGTERM).
+    saved_term = None
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
+        saved_term = signal.signal(signal.SIGTERM, raise_interrupted)
     try:
         return int(args._module.run(args) or 0)
     except UserError as exc:
@@ -62,9 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"lkca-edge {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"lkca-edge {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGINT or SIGTERM (errors.Interrupted)
+        message = getattr(exc, "message", "") or "interrupted"
+        print(f"lkca-edge {args.command}: {message}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 130))
     except BrokenPipeError:
         return 141
     except Exception as exc:  # an internal fault: still one line unless --debug
@@ -74,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lkca-edge {args.command}: internal error: {type(exc).__name__}: {msg[:300]} "
               f"(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        if saved_term is not None:
+            signal.signal(signal.SIGTERM, saved_term)
 
 
 def entry() -> None:

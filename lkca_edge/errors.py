@@ -15,6 +15,10 @@ class BackendUnavailable(UserError):
     """A backend's runtime or converter is not installed (or cannot run on this OS)."""
 
 
+class DiskFull(UserError):
+    """A write failed for lack of space (ENOSPC, or EFBIG past a file-size limit)."""
+
+
 class GateFailed(UserError):
     """An artifact was converted but failed its validation gate (exit code 3)."""
 
@@ -33,3 +37,19 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     return "".join(c if c.isprintable() else "?" for c in line)[:limit]
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: handled like Ctrl-C. The CLI prints ``message`` (one line) and exits
+    128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, signum: int = 2, message: str = ""):
+        super().__init__(message or "interrupted")
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+        self.message = message
+
+
+def raise_interrupted(signum, frame) -> None:
+    """A signal handler: SIGTERM (or any signal) becomes a KeyboardInterrupt in the main thread."""
+    raise Interrupted(signum)

@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from lkca_edge.errors import UserError
+from lkca_edge.errors import DiskFull, UserError
 
 
 def _describe_os_error(exc: OSError, path: Path) -> UserError:
     if exc.errno == errno.ENOSPC or exc.errno == errno.EFBIG:
-        return UserError(f"no space left while writing {path} ({exc.strerror}); free some space and retry")
+        return DiskFull(f"no space left while writing {path} ({exc.strerror}); free some space and retry")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return UserError(f"cannot write {path}: {exc.strerror}; choose a writable output directory")
     return UserError(f"cannot write {path}: {exc.strerror or exc}")

@@ -493,7 +493,14 @@ class ResultsStore:
                      for c in cells])
         except sqlite3.IntegrityError:
             raise UserError(f"run {uid} is already recorded in {self.path}") from None
+        except sqlite3.OperationalError as exc:  # disk full, locked past the timeout, read-only
+            raise UserError(f"cannot record the run in {self.path}: {exc}") from None
         return int(run_id)
+
+    def find_uid(self, uid: str) -> int | None:
+        """The id of the run recorded under ``uid`` (results ``run.id``), or None."""
+        row = self._con.execute("SELECT id FROM runs WHERE uid = ?", (str(uid),)).fetchone()
+        return None if row is None else int(row[0])
 
     def delete_run(self, ref) -> None:
         run_id = self._resolve(ref)

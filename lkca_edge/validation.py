@@ -143,12 +143,30 @@ def reference_logits(model, images: np.ndarray, batch_size: int = 128) -> np.nda
     return np.concatenate(out).astype(np.float32)
 
 
+def static_check(backend, artifact) -> dict:
+    """``backend.inspect(artifact)`` for an artifact this machine cannot run: a file the backend
+    cannot read is refused (UserError); a missing converter package only skips the check."""
+    from lkca_edge.errors import UserError, first_line
+
+    try:
+        return backend.inspect(artifact) or {}
+    except ImportError:
+        return {}
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - parsers of untrusted files raise anything
+        raise UserError(f"{artifact} is not a readable {backend.name} artifact "
+                        f"({first_line(exc)})") from None
+
+
 def run_artifact(backend_name: str, path: str, images, threads: int = 1):
     """Load an artifact and return its logits for ``images`` (runs inside an isolated child)."""
     from converters import get_backend
+    from converters.base import quiet
 
-    runner = get_backend(backend_name).load(path, threads=threads)
-    return runner.run_many(images)
+    with quiet():  # runtimes (and what they import) log to fd 2; LKCA_EDGE_DEBUG=1 shows it
+        runner = get_backend(backend_name).load(path, threads=threads)
+        return runner.run_many(images)
 
 
 def validate_artifact(artifact, dataset: str | None = None, limit: int | None = None,
@@ -171,6 +189,7 @@ def validate_artifact(artifact, dataset: str | None = None, limit: int | None = 
     if verify:
         verify_artifact(artifact, manifest)
     backend = get_backend(manifest.backend)
+    backend.check_artifact_file(artifact)
     prep = Preprocessing.from_dict(manifest.preprocessing)
     spec = dataset or (manifest.calibration or {}).get("dataset") or "digits"
     data = load_dataset(spec, prep)
@@ -179,6 +198,7 @@ def validate_artifact(artifact, dataset: str | None = None, limit: int | None = 
     ref = reference_logits(rebuild_source_model(manifest), x)
     reason = backend.runnable()
     if reason is not None:
+        static_check(backend, artifact)  # a file its backend cannot even read is refused
         result = not_runnable(backend.name, manifest.precision, ref, y, reason)
         stored = manifest.validation or {}
         if stored.get("estimate"):

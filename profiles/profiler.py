@@ -351,8 +351,14 @@ def _static_result(artifact: Path, manifest, backend, profile, reason: str, host
     static, static_error = {}, None
     try:
         static = backend.inspect(artifact) or {}
-    except Exception as exc:  # inspection may need a converter package a board lacks
+    except ImportError as exc:  # inspection may need a converter package a board lacks
         static_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    except UserError:
+        raise  # a file its backend cannot read
+    except Exception as exc:  # noqa: BLE001 - parsers of untrusted files raise anything
+        from lkca_edge.errors import first_line
+
+        raise UserError(f"{artifact} is not a readable {backend.name} artifact ({first_line(exc)})") from None
     op_counts = static.get("op_counts") or (manifest.details or {}).get("op_counts") or {}
     ops = [{"op": op, "count": int(n), "ms": None, "delegated": None}
            for op, n in sorted(op_counts.items(), key=lambda kv: -kv[1])]

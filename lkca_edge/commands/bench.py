@@ -4,7 +4,11 @@ report.md and a self-contained report.html (with plots) into a new run directory
 recorded in the SQLite history (see `lkca-edge runs` and `lkca-edge compare`).
 
 With no arguments: lkca-1m with its shipped digits weights; executorch, coreml, tflite and onnx;
-fp32 and int8; the `host` device profile; output in runs/<timestamp>/."""
+fp32 and int8; the `host` device profile; output in runs/<timestamp>/.
+
+Every finished cell is recorded at once in DIR/cells/, so a bench stopped by Ctrl-C, SIGTERM or a
+crash continues where it stopped with `lkca-edge bench --resume DIR` (same options, only the
+missing cells). One bench at a time per run directory (DIR/.lock)."""
 
 from __future__ import annotations
 
@@ -12,17 +16,18 @@ HELP = "the main job: convert, validate and profile every backend x precision; w
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--models", nargs="+", default=["lkca-1m"], metavar="NAME",
+    p.add_argument("--resume", metavar="DIR",
+                   help="finish an interrupted run: its recorded options, only the missing cells")
+    p.add_argument("--models", nargs="+", metavar="NAME",
                    help="zoo models (default: lkca-1m); space- or comma-separated")
-    p.add_argument("--backends", nargs="+", default=["executorch", "coreml", "tflite", "onnx"],
-                   metavar="NAME", help="backends (default: executorch coreml tflite onnx)")
-    p.add_argument("--precisions", nargs="+", default=["fp32", "int8"], metavar="P",
+    p.add_argument("--backends", nargs="+", metavar="NAME", help="backends (default: executorch coreml tflite onnx)")
+    p.add_argument("--precisions", nargs="+", metavar="P",
                    help="precisions (default: fp32 int8; fp16 for Core ML)")
-    p.add_argument("--device", default="host",
+    p.add_argument("--device",
                    help="device profile for budgets and threads (default: host; see `lkca-edge devices`)")
-    p.add_argument("--runs", type=int, default=100, help="timed runs per artifact (default 100)")
-    p.add_argument("--warmup", type=int, default=10, help="warm-up runs before timing (default 10)")
-    p.add_argument("--op-runs", type=int, default=10,
+    p.add_argument("--runs", type=int, help="timed runs per artifact (default 100)")
+    p.add_argument("--warmup", type=int, help="warm-up runs before timing (default 10)")
+    p.add_argument("--op-runs", type=int,
                    help="runs for the per-operator profile (0 = skip; default 10)")
     p.add_argument("--threads", type=int, help="override the device profile's thread count")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<timestamp>/)")
@@ -39,20 +44,41 @@ def add_arguments(p) -> None:
     p.add_argument("--strict", action="store_true", help="exit 1 when any cell failed")
 
 
+DEFAULTS = {"models": ["lkca-1m"], "backends": ["executorch", "coreml", "tflite", "onnx"],
+            "precisions": ["fp32", "int8"], "device": "host", "runs": 100, "warmup": 10,
+            "op_runs": 10}
+# options a resumed run takes from its record, never from the command line
+RECORDED = ("models", "backends", "precisions", "device", "runs", "warmup", "op_runs", "threads",
+            "out", "db", "no_history", "checkpoint", "limit", "profiles_dir")
+
+
 def run(args) -> int:
     import sys
 
-    from lkca_edge.bench import BenchConfig, run_bench, split_names
+    from lkca_edge.bench import BenchConfig, resume_bench, run_bench, split_names
+    from lkca_edge.errors import UserError
 
-    cfg = BenchConfig(
-        models=split_names(args.models), backends=split_names(args.backends),
-        precisions=split_names(args.precisions), device=args.device, runs=args.runs,
-        warmup=args.warmup, op_runs=args.op_runs, threads=args.threads, out=args.out, db=args.db,
-        record=not args.no_history, checkpoint=args.checkpoint, validation_limit=args.limit,
-        profiles_dir=args.profiles_dir, progress=not args.no_progress,
-        argv=(["lkca-edge", *sys.argv[1:]]
-              if sys.argv and "lkca" in sys.argv[0].replace("_", "-") else None))
-    outcome = run_bench(cfg)
+    if args.resume is not None:
+        given = [name for name in RECORDED if getattr(args, name) not in (None, False)]
+        if given:
+            flags = ", ".join("--" + n.replace("_", "-") for n in given)
+            raise UserError(f"--resume runs with the options recorded in the run directory; "
+                            f"drop {flags}")
+        outcome = resume_bench(args.resume, progress=not args.no_progress)
+    else:
+        for name, value in DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+        cfg = BenchConfig(
+            models=split_names(args.models), backends=split_names(args.backends),
+            precisions=split_names(args.precisions), device=args.device, runs=args.runs,
+            warmup=args.warmup, op_runs=args.op_runs, threads=args.threads, out=args.out,
+            db=args.db, record=not args.no_history, checkpoint=args.checkpoint,
+            validation_limit=args.limit, profiles_dir=args.profiles_dir,
+            progress=not args.no_progress,
+            argv=(["lkca-edge", *sys.argv[1:]]
+                  if sys.argv and "lkca" in sys.argv[0].replace("_", "-") else None))
+        outcome = run_bench(cfg)
     print_summary(outcome)
     cells = outcome.results["cells"]
     n_ok = sum(c["status"] == "ok" for c in cells)
