@@ -48,7 +48,11 @@ def build_model(name: str, config: ModelConfig, preprocessing: Preprocessing,
     if config.family == "vit" and form is not None:
         raise UserError(f"{name} is a softmax-attention ViT; --form applies only to LKCA models")
     try:
-        model = VisionTransformer(config, form=form)
+        # Initial weights are a function of the config alone (seed 0), so an untrained model
+        # and a seeded training run repeat exactly; the caller's global RNG is left alone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = VisionTransformer(config, form=form)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     model.zoo_name = name
