@@ -253,6 +253,7 @@ class CoreMLBackend(Backend):
         quantization: an estimate, not a device run.
         """
         path = Path(path)
+        model = model.export_module() if hasattr(model, "export_module") else model
         info = self.inspect(path)
         failures = _check_interface(info, model)
         program = self._read_program(path)
@@ -485,7 +486,7 @@ def _source_tensors(model) -> tuple[dict[str, np.ndarray], set[str]]:
     tensors.update({name: t.detach().float().numpy() for name, t in model.named_buffers()
                     if t.is_floating_point() and t.numel() > 0})
     required = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-    required |= {name for name in tensors if name.endswith("frozen_matrix")}
+    required |= {name for name in tensors if name.endswith(("frozen_matrix", "token_mixing_matrix"))}
     return tensors, required
 
 

@@ -219,6 +219,8 @@ def delegable_norms(model):
             centred = x4 - x4.mean(dim=(2, 3), keepdim=True)
             var = (centred * centred).mean(dim=(2, 3), keepdim=True)
             normed = (centred * torch.rsqrt(var + self.eps)).reshape(x.shape)
+            if self.weight is None:  # affine folded into the next Linear (form "fused")
+                return normed
             return normed * self.weight + self.bias
 
     class XnnpackTokenMean(nn.Module):

@@ -125,10 +125,11 @@ def export_model(req: ExportRequest, model=None, dataset=None, log=print) -> Exp
 
     stem = req.name or f"{model.zoo_name}_{backend.name}_{recipe.name}"
     artifact = Path(out_dir) / f"{stem}{backend.extension}"
+    graph_model = model.export_module()  # form "fused": the compact fused network
     with atomic_path(artifact) as tmp:
         t0 = time.perf_counter()
         with quiet():
-            conversion = backend.convert(model, example, recipe, calibration, tmp)
+            conversion = backend.convert(graph_model, example, recipe, calibration, tmp)
         seconds = time.perf_counter() - t0
 
         validation = None
@@ -141,7 +142,8 @@ def export_model(req: ExportRequest, model=None, dataset=None, log=print) -> Exp
                 runner = backend.load(tmp, threads=req.threads)
                 validation = validate_logits(runner.run_many(x), ref, y, backend.name, recipe.precision)
             else:
-                validation = static_validation(backend, tmp, model, x, y, ref, recipe.precision, reason)
+                validation = static_validation(backend, tmp, graph_model, x, y, ref, recipe.precision,
+                                               reason)
             if validation.passed is False and req.enforce_gate:
                 raise GateFailed(f"{stem}{backend.extension} failed its {recipe.precision} gate: "
                                  f"{'; '.join(validation.failures)} (nothing written)")

@@ -9,9 +9,16 @@ The same operator is a fixed g^2 x g^2 token-mixing matrix T times V, so it can 
 - ``frozen``        T computed once and stored as a constant, then ``T @ V``;
 - ``frozen-linear`` the same constant applied as a Linear over the token axis,
                     ``F.linear(V^T, T)^T``: int8 backends want the constant operand on the right.
+- ``fused``         the deployment form of ``frozen-linear``: T and the two channel Linears
+                    commute, so T is applied first and ``to_out(to_v(.))`` becomes ONE Linear;
+                    every LayerNorm's scale and shift is folded into the Linear after it. The
+                    same function (fp32 rounding apart) with 15 % fewer multiply-accumulates in
+                    lkca-1m and about a third fewer graph ops (see ``FusedTransformer``).
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +48,15 @@ def token_mixing_matrix(kernel: torch.Tensor, grid: int) -> torch.Tensor:
     return kernel.reshape(-1)[kernel_index(grid).to(kernel.device)]
 
 
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, tokens, p1*p2*C), patches flattened in (p1 p2 c) order."""
+    n, ch, hgt, wid = images.shape
+    p = patch_size
+    x = images.reshape(n, ch, hgt // p, p, wid // p, p)
+    x = x.permute(0, 2, 4, 3, 5, 1)  # n, h, w, p1, p2, c
+    return x.reshape(n, (hgt // p) * (wid // p), p * p * ch)
+
+
 class LargeKernelMixer(nn.Module):
     """LKCA token mixer: V = Linear(x), V mixed by one shared large kernel, then Linear."""
 
@@ -59,7 +75,7 @@ class LargeKernelMixer(nn.Module):
         if form not in LKCA_FORMS:
             raise ValueError(f"unknown LKCA form {form!r}; valid: {', '.join(LKCA_FORMS)}")
         self.form = form
-        if form.startswith("frozen"):
+        if form.startswith("frozen") or form == "fused":
             with torch.no_grad():
                 self.frozen_matrix = token_mixing_matrix(self.kernel.detach(), self.grid).clone()
         else:
@@ -153,7 +169,10 @@ class VisionTransformer(nn.Module):
         self.pool = TokenMean()
         self.head_norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, c.num_classes)
+        object.__setattr__(self, "_fused", None)
         self._init_weights()
+        if form == "fused":
+            self.set_form(form)
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -172,28 +191,37 @@ class VisionTransformer(nn.Module):
         mixers = self.lkca_mixers()
         return mixers[0].form if mixers else None
 
+    def train(self, mode: bool = True) -> "VisionTransformer":
+        if mode and self._fused is not None:
+            raise RuntimeError("form 'fused' is an inference snapshot; set another form to train")
+        return super().train(mode)
+
     def lkca_mixers(self) -> list[LargeKernelMixer]:
         return [b.mixer for b in self.blocks if isinstance(b.mixer, LargeKernelMixer)]
 
     def set_form(self, form: str) -> "VisionTransformer":
-        """Switch every LKCA mixer to ``form`` (frozen forms recompute T from the kernels)."""
+        """Switch every LKCA mixer to ``form``. Frozen forms recompute T from the kernels and
+        ``fused`` rebuilds its fused network from the current weights: both are snapshots, so
+        call ``set_form`` again after changing weights."""
         mixers = self.lkca_mixers()
         if not mixers:
             raise ValueError("form applies only to LKCA models; ViT baselines have no form")
         for m in mixers:
             m.set_form(form)
+        # Kept out of the module tree (no parameters, no state_dict entries): derived data.
+        object.__setattr__(self, "_fused", FusedTransformer(self) if form == "fused" else None)
         return self
 
     def patchify(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, tokens, p1*p2*C), patches flattened in (p1 p2 c) order."""
-        c = self.config
-        n, ch, hgt, wid = images.shape
-        p = c.patch_size
-        x = images.reshape(n, ch, hgt // p, p, wid // p, p)
-        x = x.permute(0, 2, 4, 3, 5, 1)  # n, h, w, p1, p2, c
-        return x.reshape(n, (hgt // p) * (wid // p), p * p * ch)
+        return patchify(images, self.config.patch_size)
+
+    def export_module(self) -> nn.Module:
+        """The module converters trace: the compact fused network in form ``fused``, else self."""
+        return self._fused if self._fused is not None else self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self._fused is not None:
+            return self._fused(images)
         x = self.patch_embed(self.patchify(images)) + self.pos_embedding
         for block in self.blocks:
             x = block(x)
@@ -201,6 +229,116 @@ class VisionTransformer(nn.Module):
 
     def macs(self) -> int:
         return count_macs(self.config)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+# -- the fused deployment form ----------------------------------------------------------------
+def _norm_affine(norm: nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    d = norm.normalized_shape[0]
+    weight = norm.weight if norm.weight is not None else torch.ones(d)
+    bias = norm.bias if norm.bias is not None else torch.zeros(d)
+    return weight.detach(), bias.detach()
+
+
+def _plain_norm(norm: nn.LayerNorm) -> nn.LayerNorm:
+    return nn.LayerNorm(norm.normalized_shape, eps=norm.eps, elementwise_affine=False)
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    layer.weight.data.copy_(weight)
+    if bias is not None:
+        layer.bias.data.copy_(bias)
+    return layer
+
+
+def _fold_norm(norm: nn.LayerNorm, linear: nn.Linear) -> nn.Linear:
+    """Linear(LN(x)) as Linear'(LN_without_affine(x)): W' = W diag(gamma), b' = W beta + b."""
+    gamma, beta = _norm_affine(norm)
+    w = linear.weight.detach()
+    bias = w @ beta + (linear.bias.detach() if linear.bias is not None else 0)
+    return _linear(w * gamma[None, :], bias)
+
+
+class FusedBlock(nn.Module):
+    """A trained ``Block`` rewritten for inference; the same function.
+
+    ``to_out(T @ to_v(gamma * xhat + beta))`` with ``xhat`` the affine-free LayerNorm: T mixes
+    tokens and ``W_out W_v`` mixes channels, so they commute and the two Linears become one,
+    ``P = W_out W_v diag(gamma)``, applied to ``T @ (xhat + beta / gamma)`` (the shift stays a
+    per-channel vector; folded after T it would be a per-token constant, since border tokens see
+    fewer kernel taps). Where some |gamma| is tiny next to the others, dividing by it would
+    blow up the shift's range (int8 activations lose resolution), so the scale stays unfolded.
+    The MLP's LayerNorm scale and shift fold into fc1.
+    """
+
+    SCALE_FOLD_MIN_RATIO = 0.05  # fold gamma only if min|gamma| >= this * max|gamma|
+
+    def __init__(self, block: Block):
+        super().__init__()
+        mixer = block.mixer
+        t = token_mixing_matrix(mixer.kernel.detach(), mixer.grid)
+        merged = mixer.to_out.weight.detach() @ mixer.to_v.weight.detach()
+        gamma, beta = _norm_affine(block.mixer_norm)
+        self.mixer_norm = _plain_norm(block.mixer_norm)
+        fold = bool(gamma.abs().min() >= self.SCALE_FOLD_MIN_RATIO * gamma.abs().max() > 0)
+        self.register_buffer("mixer_scale", None if fold else gamma.clone())
+        self.register_buffer("mixer_shift", (beta / gamma if fold else beta).clone())
+        self.register_buffer("token_mixing_matrix", t.clone())
+        self.mixer_proj = _linear(merged * gamma[None, :] if fold else merged,
+                                  mixer.to_out.bias.detach())
+        self.mlp_norm = _plain_norm(block.mlp_norm)
+        self.fc1 = _fold_norm(block.mlp_norm, block.mlp.fc1)
+        self.fc2 = copy.deepcopy(block.mlp.fc2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.mixer_norm(x)
+        if self.mixer_scale is not None:
+            h = h * self.mixer_scale
+        h = h + self.mixer_shift
+        mixed = F.linear(h.transpose(1, 2), self.token_mixing_matrix).transpose(1, 2)
+        x = x + self.mixer_proj(mixed)
+        return x + self.fc2(F.gelu(self.fc1(self.mlp_norm(x))))
+
+
+class FusedTransformer(nn.Module):
+    """The whole LKCA network in form ``fused`` (built from trained weights; inference only)."""
+
+    def __init__(self, model: "VisionTransformer"):
+        super().__init__()
+        self.config = model.config
+        object.__setattr__(self, "_source", model)  # for zoo_name and preprocessing, not a child
+        with torch.no_grad():
+            self.patch_embed = copy.deepcopy(model.patch_embed)
+            self.register_buffer("pos_embedding", model.pos_embedding.detach().clone())
+            self.blocks = nn.ModuleList(FusedBlock(b) for b in model.blocks)
+            self.pool = TokenMean()
+            self.head_norm = _plain_norm(model.head_norm)
+            self.head = _fold_norm(model.head_norm, model.head)
+        self.to(model.pos_embedding.device)
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def zoo_name(self) -> str:
+        return self._source.zoo_name
+
+    @property
+    def preprocessing(self):
+        return self._source.preprocessing
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(patchify(images, self.config.patch_size)) + self.pos_embedding
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.head_norm(self.pool(x)))
+
+    def macs(self) -> int:
+        """Multiply-accumulates this network executes (the merged Linear saves one per block)."""
+        return count_macs(self.config, "fused")
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -60,9 +60,15 @@ def count_params(config: ModelConfig) -> int:
     return embed + c.depth * per_block + head
 
 
-def count_macs(config: ModelConfig) -> int:
-    """Multiply-accumulates of one image: matmuls and the dense token mixing (norms excluded)."""
+def count_macs(config: ModelConfig, form: str | None = None) -> int:
+    """Multiply-accumulates of one image: matmuls and the dense token mixing (norms excluded).
+
+    Form ``fused`` merges each LKCA mixer's two dim x dim Linears into one, so it executes one
+    dim x dim matmul fewer per block; every other form executes the model's nominal count.
+    """
     c = config
+    if form == "fused" and c.family == "lkca":
+        return count_macs(c) - c.depth * c.num_tokens * c.dim * c.dim
     n = c.num_tokens
     hidden = c.dim * c.mlp_ratio
     if c.family == "lkca":

@@ -136,7 +136,7 @@ def create_model(name: str, checkpoint: str | Path | None = None, pretrained: bo
 
     ``checkpoint`` loads weights from a file (this toolkit's format, or the paper's official
     trainer's, detected by itself); ``pretrained=True`` (or a tag) loads the weights the zoo
-    ships. ``form`` picks the LKCA operator form (conv, toeplitz, frozen, frozen-linear).
+    ships. ``form`` picks the LKCA operator form (conv, toeplitz, frozen, frozen-linear, fused).
     The model's ``preprocessing`` attribute says how images must be prepared for it.
     """
     from lkca_edge.checkpoints import build_from_checkpoint, build_model

@@ -46,7 +46,7 @@ def test_json_has_baseline_peak_and_a_ratio_per_variant(quick_run):
 
     timed = [r for r in res["rows"] if r["threads"]]
     artifacts = [r for r in timed if r["kind"] == "artifact"]
-    assert {r["form"] for r in artifacts if r["family"] == "lkca"} == {"conv", "frozen-linear"}
+    assert {r["form"] for r in artifacts if r["family"] == "lkca"} == {"conv", "fused"}
     assert {r["precision"] for r in artifacts} == {"fp32", "int8"}
     assert any(r["family"] == "vit" for r in artifacts), "the matched ViT goes through the pipeline"
     for r in timed:

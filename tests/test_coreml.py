@@ -21,7 +21,8 @@ from lkca_edge.export import ExportRequest, export_model, rebuild_source_model
 
 BACKEND = get_backend("coreml")
 REASON = BACKEND.runnable()  # None on macOS
-LKCA1M_LINEAR = 1 + 9 * 5 + 1  # patch embed; per block to_v, frozen T, to_out, fc1, fc2; head
+# form "fused": patch embed; per block T, the merged projection, fc1, fc2; head
+LKCA1M_LINEAR = 1 + 9 * 4 + 1
 
 
 def _export(out, dataset=None, **kw):
@@ -50,7 +51,7 @@ def test_lkca1m_exports_check_statically(exports, digits, precision):
     else:
         assert v["runnable"] and v["passed"], v
     assert res.artifact.is_dir() and res.artifact.name == f"lkca-1m_coreml_{precision}.mlpackage"
-    assert m["form"] == "frozen-linear" and m["recipe"]["name"] == precision
+    assert m["form"] == "fused" and m["recipe"]["name"] == precision
     d = m["details"]
     assert d["inputs"] == [{"name": "images", "shape": [1, 3, 32, 32], "dtype": "float32"}]
     assert d["outputs"] == [{"name": "logits", "shape": [1, 10], "dtype": "float32"}]
@@ -90,9 +91,13 @@ def test_static_check_catches_wrong_weights(exports, precision):
     model = rebuild_source_model(exports[precision].manifest)
     with torch.no_grad():
         model.blocks[3].mlp.fc1.weight[5].mul_(1.05)
+    model.set_form(model.form)  # the fused form is a snapshot: rebuild it from the change
     static = BACKEND.validate_static(exports[precision].artifact, model)
     assert static["passed"] is False
-    assert [f for f in static["failures"] if "blocks.3.mlp.fc1.weight" in f] == static["failures"]
+    # named as in the traced (fused) network, where fc1 carries the folded LayerNorm: the
+    # changed row moves fc1's weight and its bias (W beta + b)
+    assert static["failures"] and all("blocks.3.fc1." in f for f in static["failures"])
+    assert any("blocks.3.fc1.weight" in f for f in static["failures"])
     assert "static checks FAILED" in static["note"]
 
 

@@ -10,11 +10,12 @@ import torch
 
 from lkca_edge import create_model
 from lkca_edge.errors import UserError
-from lkca_edge.models import LargeKernelMixer, token_mixing_matrix
+from lkca_edge.models import FusedTransformer, LargeKernelMixer, token_mixing_matrix
+from lkca_edge.models_config import count_macs
 from lkca_edge.zoo import get_spec, list_models
 
 LKCA = [s.name for s in list_models() if s.family == "lkca"]
-FORMS = ("conv", "toeplitz", "frozen", "frozen-linear")
+FORMS = ("conv", "toeplitz", "frozen", "frozen-linear", "fused")
 
 
 def _randomize_kernels(model, seed=0):
@@ -42,6 +43,58 @@ def test_forms_agree_on_every_lkca_config(name, size):
         for form in FORMS[1:]:
             err = (outs[form] - outs["conv"]).abs().max().item()
             assert err <= 1e-5, (name, size, batch, form, err)
+
+
+def _randomize_everything(model, seed=0):
+    """Non-trivial LayerNorm scales/shifts and biases (fresh ones are 1, 0, 0: folding them
+    would be tested on identities)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+            elif name.endswith("bias"):
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    return _randomize_kernels(model, seed)
+
+
+@pytest.mark.parametrize("name,size", [("lkca-1m", 32), ("lkca-base", 32), ("lkca-0.5m", 64)])
+def test_fused_form_is_the_same_function_with_fewer_macs(name, size):
+    model = _randomize_everything(create_model(name, image_size=size))
+    with torch.no_grad():
+        # one tiny LayerNorm scale: that block keeps its scale unfolded (no shift / gamma blow-up)
+        model.blocks[1].mixer_norm.weight[5] = 1e-4
+        x = torch.randn(3, 3, size, size)
+        ref = model.set_form("conv")(x)
+        state_keys = sorted(model.state_dict())
+        fused = model.set_form("fused")
+        out = fused(x)
+    assert (out - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
+    assert sorted(model.state_dict()) == state_keys  # derived data only: checkpoints unchanged
+    net = model.export_module()
+    assert isinstance(net, FusedTransformer) and net.zoo_name == name
+    assert net.blocks[1].mixer_scale is not None and net.blocks[0].mixer_scale is None
+    c = model.config
+    assert net.macs() == count_macs(c) - c.depth * c.num_tokens * c.dim * c.dim < model.macs()
+    # merged projection: one dim x dim weight per block instead of two
+    assert net.num_params() == model.num_params() - c.depth * (c.dim * c.dim + (2 * c.grid - 1) ** 2
+                                                               + 4 * c.dim) - 2 * c.dim \
+        - c.num_tokens * c.dim
+    with pytest.raises(RuntimeError, match="inference snapshot"):
+        model.train()
+    assert model.set_form("conv").export_module() is model
+
+
+def test_fused_form_is_a_snapshot_rebuilt_by_set_form():
+    model = _randomize_everything(create_model("lkca-0.5m"), seed=2).set_form("fused")
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        model.head.bias.add_(1.0)
+        assert torch.equal(model(x), before)  # the snapshot does not see the change...
+        model.set_form("fused")
+        assert torch.allclose(model(x), before + 1.0, atol=1e-5)  # ...until it is rebuilt
+        assert torch.allclose(model(x), model.set_form("conv")(x), atol=1e-5)
 
 
 def test_token_mixing_matrix_is_the_convolution():

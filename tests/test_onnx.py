@@ -31,7 +31,7 @@ def test_lkca1m_exports_pass_their_gates(lkca1m, digits, export_dir, recipe):
         assert v["reference_accuracy"] - v["accuracy"] <= 0.01 and v["top1_agreement"] >= 0.98
         assert res.manifest.size_bytes < 0.4 * (4 * lkca1m.num_params())  # int8 weights
     m = json.loads(res.manifest_path.read_text())
-    assert m["form"] == "frozen-linear" and m["backend"] == "onnx"
+    assert m["form"] == "fused" and m["backend"] == "onnx"
     assert m["details"]["opset"] == 20 and m["inputs"][0]["shape"] == [1, 3, 32, 32]
     assert m["tool_versions"]["onnxruntime"] and m["sha256"]
     if recipe == "int8":

@@ -41,7 +41,7 @@ def test_fp32_export_passes_its_gate(fp32_export, digits):
     assert v["runnable"] and v["passed"] and v["n_images"] == len(digits.test_x), v
     assert v["max_abs_err"] <= 1e-4
     assert m["backend"] == "tflite" and m["recipe"]["name"] == "fp32"
-    assert m["form"] == "frozen-linear"
+    assert m["form"] == "fused"
     assert [(t["shape"], t["dtype"]) for t in m["inputs"]] == [([1, 3, 32, 32], "float32")]
     assert [(t["shape"], t["dtype"]) for t in m["outputs"]] == [([1, 10], "float32")]
     assert "scale" not in m["inputs"][0]

@@ -8,7 +8,7 @@ import sys
 
 def add_model_arguments(p, checkpoint_help: str = "weights file (this toolkit's or the paper's format)") -> None:
     p.add_argument("--checkpoint", metavar="PATH", help=checkpoint_help)
-    p.add_argument("--form", help="LKCA operator form: conv, toeplitz, frozen, frozen-linear")
+    p.add_argument("--form", help="LKCA operator form: conv, toeplitz, frozen, frozen-linear, fused (default: the measured fastest per backend)")
     p.add_argument("--image-size", type=int, help="input size in pixels (patch = size/8 unless given)")
     p.add_argument("--patch-size", type=int)
     p.add_argument("--num-classes", type=int)
