@@ -82,6 +82,7 @@ class Backend:
     default_recipes: dict[str, str] = {}     # precision -> recipe name
     # Versions recorded in manifests: distribution names.
     tool_packages: tuple[str, ...] = ()
+    runner_class: type | None = None         # Runner(path, threads), built by ``load``
 
     # -- availability ---------------------------------------------------------------------------
     def available(self) -> str | None:
@@ -131,8 +132,14 @@ class Backend:
         raise NotImplementedError
 
     def load(self, path: str | Path, threads: int = 1) -> Runner:
-        """Load an artifact for inference. Must not import torch (boards may not have it)."""
-        raise NotImplementedError
+        """Load an artifact for inference: runtime present -> file checks -> ``runner_class``.
+        Must not import torch (boards may not have it)."""
+        self.require_runnable()
+        path = Path(path)
+        self.check_artifact_file(path)
+        if self.runner_class is None:
+            raise NotImplementedError(f"{self.name} has no runner")
+        return self.runner_class(path, threads)
 
     def inspect(self, path: str | Path) -> dict:
         """Static facts about an artifact without running it (op counts by type, ...)."""

@@ -108,6 +108,7 @@ class ExecuTorchBackend(Backend):
     runtime_modules = ("executorch",)
     recipes = RECIPES
     default_recipes = {"fp32": "fp32", "int8": "int8"}
+    runner_class = ExecuTorchRunner
     tool_packages = ("executorch", "torch", "torchao")
 
     def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
@@ -173,12 +174,6 @@ class ExecuTorchBackend(Backend):
         out_path.write_bytes(edge.to_executorch().buffer)
 
     # -- run -------------------------------------------------------------------------------------
-    def load(self, path, threads: int = 1) -> Runner:
-        self.require_runnable()
-        path = Path(path)
-        self.check_artifact_file(path)
-        return ExecuTorchRunner(path, threads)
-
     def inspect(self, path) -> dict:
         """Static facts read from the .pte: methods, planned memory, stored weight bytes, and
         what ``forward`` executes: kernels outside any delegate (by op) and delegate calls (by

@@ -89,6 +89,7 @@ class OnnxBackend(Backend):
     runtime_modules = ("onnxruntime",)
     recipes = RECIPES
     default_recipes = {"fp32": "fp32", "int8": "int8"}
+    runner_class = OrtRunner
 
     def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
         with tempfile.TemporaryDirectory() as work:
@@ -140,12 +141,6 @@ class OnnxBackend(Backend):
                         per_channel=True)
 
     # -- run -------------------------------------------------------------------------------------
-    def load(self, path, threads: int = 1) -> Runner:
-        self.require_runnable()
-        path = Path(path)
-        self.check_artifact_file(path)
-        return OrtRunner(path, threads)
-
     def inspect(self, path) -> dict:
         import onnx
 

@@ -147,6 +147,7 @@ class LiteRTBackend(Backend):
     runtime_modules = ("ai_edge_litert", "tflite_runtime")
     recipes = RECIPES
     default_recipes = {"fp32": "fp32", "int8": "int8"}
+    runner_class = LiteRTRunner
     tool_packages = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torch", "torchao")
 
     def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
@@ -257,15 +258,9 @@ class LiteRTBackend(Backend):
         return _io_specs(interp.get_input_details()), _io_specs(interp.get_output_details())
 
     # -- run -------------------------------------------------------------------------------------
-    def load(self, path, threads: int = 1) -> Runner:
-        self.require_runnable()
-        path = Path(path)
-        self._check_tflite(path)
-        return LiteRTRunner(path, threads)
-
     def inspect(self, path) -> dict:
         path = Path(path)
-        self._check_tflite(path)
+        self.check_artifact_file(path)
         interp = _open_interpreter(path, 1)
         counts: dict[str, int] = {}
         try:
@@ -281,9 +276,9 @@ class LiteRTBackend(Backend):
         info.update(_tensor_figures(path))
         return info
 
-    def _check_tflite(self, path: Path) -> None:
+    def check_artifact_file(self, path: Path) -> None:
         """Refuse a file that is not a TFLite flatbuffer before native code parses it."""
-        self.check_artifact_file(path)
+        super().check_artifact_file(path)
         with open(path, "rb") as f:
             head = f.read(8)
         if len(head) < 8 or head[4:8] != TFLITE_IDENTIFIER:
