@@ -154,9 +154,13 @@ class LiteRTBackend(Backend):
         tool = recipe.option("tool")
         _require_tool_modules(recipe)
         details: dict = {"tool": tool}
+        keep_float: tuple = ()
+        if recipe.option("explicit_norms", True):
+            model, keep_float = explicit_norms(model)
+            details["norms"] = "explicit (7 ops per LayerNorm, float)"
         with tempfile.TemporaryDirectory() as work, _converter_progress_off(), _layout_hint(recipe):
             if tool == "pt2e":
-                quantizer = self._pt2e_quantizer(recipe)
+                quantizer = self._pt2e_quantizer(recipe, keep_float)
                 graph, batch = self._export(model, example, calibration)
                 graph = self._quantize_pt2e(graph, batch, quantizer, calibration, recipe)
                 details["calibration_batch"] = batch
@@ -195,13 +199,19 @@ class LiteRTBackend(Backend):
         return move_exported_model_to_eval(program.module()), 1
 
     @staticmethod
-    def _pt2e_quantizer(recipe: Recipe):
+    def _pt2e_quantizer(recipe: Recipe, keep_float: tuple = ()):
+        """Symmetric per-channel PT2E; modules of the types in ``keep_float`` stay float."""
         from litert_torch.quantize.pt2e_quantizer import (PT2EQuantizer,
                                                           get_symmetric_quantization_config)
 
         config = get_symmetric_quantization_config(
             is_per_channel=True, is_dynamic=recipe.option("mode") == "dynamic")
-        return PT2EQuantizer().set_global(config)
+        quantizer = PT2EQuantizer().set_global(config)
+        for module_type in keep_float:
+            # torch.export records module types as "module.QualName" strings, which is what the
+            # quantizer's filter compares with (a class object would never match)
+            quantizer.set_module_type(f"{module_type.__module__}.{module_type.__qualname__}", None)
+        return quantizer
 
     @staticmethod
     def _quantize_pt2e(graph, batch: int, quantizer, calibration: np.ndarray, recipe: Recipe):
@@ -283,6 +293,40 @@ class LiteRTBackend(Backend):
             head = f.read(8)
         if len(head) < 8 or head[4:8] != TFLITE_IDENTIFIER:
             raise UserError(f"{path} is not a TFLite model (no 'TFL3' flatbuffer identifier)")
+
+
+def explicit_norms(model):
+    """A copy of ``model`` whose LayerNorms are written as 7 plain ops (mean, sub, mul, mean,
+    add, rsqrt, mul, then the affine if any), and the module type to keep float in int8.
+
+    litert-torch lowers ``aten.layer_norm`` to 12 ops (the statistics as rank-1 tensors with
+    three reshapes, then x * r + (-mean * r)); the plain form is the same function in 7 and
+    measured 3.5 % faster for lkca-1m int8. Float in int8 graphs, like the lowered one (int8
+    statistics would cost accuracy).
+    """
+    import copy
+
+    import torch
+    from torch import nn
+
+    class LiteRTLayerNorm(nn.Module):
+        def __init__(self, norm: nn.LayerNorm):
+            super().__init__()
+            self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+
+        def forward(self, x):
+            centred = x - x.mean(dim=-1, keepdim=True)
+            normed = centred * torch.rsqrt((centred * centred).mean(dim=-1, keepdim=True) + self.eps)
+            if self.weight is None:  # affine folded into the next Linear (form "fused")
+                return normed
+            return normed * self.weight + self.bias
+
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.LayerNorm) and len(child.normalized_shape) == 1:
+                setattr(parent, name, LiteRTLayerNorm(child))
+    return model.eval(), (LiteRTLayerNorm,)
 
 
 @contextlib.contextmanager

@@ -139,8 +139,10 @@ def export_model(req: ExportRequest, model=None, dataset=None, log=print) -> Exp
             ref = reference_logits(model, x)
             reason = backend.runnable()
             if reason is None:
-                runner = backend.load(tmp, threads=req.threads)
-                validation = validate_logits(runner.run_many(x), ref, y, backend.name, recipe.precision)
+                with quiet():  # runtimes log to fd 2 when they start (ExecuTorch's cpuinfo)
+                    runner = backend.load(tmp, threads=req.threads)
+                    logits = runner.run_many(x)
+                validation = validate_logits(logits, ref, y, backend.name, recipe.precision)
             else:
                 validation = static_validation(backend, tmp, graph_model, x, y, ref, recipe.precision,
                                                reason)

@@ -57,6 +57,12 @@ def test_int8_export_passes_its_gate_with_int8_io(int8_export, lkca1m):
     assert v["top1_agreement"] >= 0.98
     assert m["recipe"]["name"] == "int8" and m["recipe"]["calibrated"]
     assert m["calibration"] == {"dataset": "digits", "split": "train", "size": 128}
+    # LayerNorms written as 7 float ops (not litert's 12-op lowering with SQUARED_DIFFERENCE and
+    # rank-1 reshapes), kept float: one QUANTIZE/DEQUANTIZE pair per residual half-block only.
+    ops, depth = m["details"]["op_counts"], lkca1m.config.depth
+    assert "SQUARED_DIFFERENCE" not in ops and ops["RSQRT"] == 2 * depth + 1
+    assert ops["QUANTIZE"] == ops["DEQUANTIZE"] == 2 * depth + 1
+    assert ops["FULLY_CONNECTED"] == 1 + 4 * depth + 1  # fused form: T, one projection, fc1, fc2
     assert int8_export.manifest.size_bytes < 0.4 * 4 * lkca1m.num_params()
     # Static int8 takes and returns int8 tensors; the manifest says so, with their scale and
     # zero point, and agrees with what the interpreter reads from the file.
