@@ -61,8 +61,7 @@ def classify(images: list[str | Path], artifact: str | Path, top_k: int = 5, thr
              verify: bool = True, isolate: bool = True) -> list[Prediction]:
     """Top-k (label, index, probability) per image. Every image is read before anything runs,
     so a bad file fails fast with one clear line."""
-    from converters import get_backend
-    from lkca_edge.manifest import read_manifest, verify_artifact
+    from lkca_edge.manifest import open_artifact
     from lkca_edge.preprocessing import Preprocessing
 
     if not images:
@@ -71,17 +70,10 @@ def classify(images: list[str | Path], artifact: str | Path, top_k: int = 5, thr
         raise UserError(f"--top-k must be at least 1, got {top_k}")
     if threads < 1:
         raise UserError(f"--threads must be at least 1, got {threads}")
-    artifact = Path(artifact)
-    if not artifact.exists():
-        raise UserError(f"artifact not found: {artifact}")
-    manifest = read_manifest(artifact)
-    backend = get_backend(manifest.backend)
-    backend.check_artifact_file(artifact)
+    artifact, manifest, backend = open_artifact(artifact, verify)
     reason = backend.runnable()
     if reason is not None:
         raise UserError(f"{artifact.name} cannot run on this machine: {reason}")
-    if verify:
-        verify_artifact(artifact, manifest)
     prep = Preprocessing.from_dict(manifest.preprocessing)
 
     batch = np.concatenate([prep.load_image(p) for p in images])  # UserError names a bad file

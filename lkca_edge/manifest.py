@@ -133,5 +133,23 @@ def verify_artifact(artifact: str | Path, manifest: Manifest) -> None:
                         f"re-export it or pass --no-verify")
 
 
+def open_artifact(path: str | Path, verify: bool = True):
+    """(artifact path, manifest, backend) of an exported artifact, checked in one order for
+    every command: it exists -> its manifest reads -> the manifest's backend is known -> the file
+    looks like that backend's artifact -> (``verify``) its bytes match the manifest's sha256.
+    Each failure is one UserError line."""
+    from converters import get_backend
+
+    artifact = Path(path)
+    if not artifact.exists():
+        raise UserError(f"artifact not found: {artifact}")
+    manifest = read_manifest(artifact)
+    backend = get_backend(manifest.backend)
+    backend.check_artifact_file(artifact)
+    if verify:
+        verify_artifact(artifact, manifest)
+    return artifact, manifest, backend
+
+
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")

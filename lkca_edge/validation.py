@@ -172,24 +172,13 @@ def run_artifact(backend_name: str, path: str, images, threads: int = 1):
 def validate_artifact(artifact, dataset: str | None = None, limit: int | None = None,
                       threads: int = 1, verify: bool = True) -> ValidationResult:
     """`lkca-edge validate`: the artifact against its rebuilt fp32 source on real test images."""
-    from pathlib import Path
-
-    from converters import get_backend
     from lkca_edge.data import load_dataset
-    from lkca_edge.errors import UserError
     from lkca_edge.export import rebuild_source_model
     from lkca_edge.isolation import run_isolated
-    from lkca_edge.manifest import read_manifest, verify_artifact
+    from lkca_edge.manifest import open_artifact
     from lkca_edge.preprocessing import Preprocessing
 
-    artifact = Path(artifact)
-    if not artifact.exists():
-        raise UserError(f"artifact not found: {artifact}")
-    manifest = read_manifest(artifact)
-    if verify:
-        verify_artifact(artifact, manifest)
-    backend = get_backend(manifest.backend)
-    backend.check_artifact_file(artifact)
+    artifact, manifest, backend = open_artifact(artifact, verify)
     prep = Preprocessing.from_dict(manifest.preprocessing)
     spec = dataset or (manifest.calibration or {}).get("dataset") or "digits"
     data = load_dataset(spec, prep)

@@ -256,19 +256,11 @@ def profile_artifact(path, device: str = "host", threads: int | None = None, run
                      timeout: float | None = 600.0, adb: bool = False, runner: str | None = None,
                      serial: str | None = None, images: int = DEFAULT_IMAGES) -> ProfileResult:
     """Profile one artifact (with its manifest beside it) for a device profile."""
-    from converters import get_backend
-    from lkca_edge.manifest import read_manifest, size_of, verify_artifact
+    from lkca_edge.manifest import open_artifact, size_of
     from profiles.devices import get_profile
 
     _check_args(runs, warmup, threads, op_runs)
-    artifact = Path(path)
-    if not artifact.exists():
-        raise UserError(f"artifact not found: {artifact}")
-    manifest = read_manifest(artifact)
-    backend = get_backend(manifest.backend)
-    backend.check_artifact_file(artifact)
-    if verify:
-        verify_artifact(artifact, manifest)
+    artifact, manifest, backend = open_artifact(path, verify)
     profile = get_profile(device, profiles_dir)
     size = size_of(artifact)
 
