@@ -8,8 +8,8 @@ outputs with each tensor's own (scale, zero point), which the manifest records.
 
 Layout trap (measured): with the ``T @ V`` layout (form "frozen", constant on the left of a
 batch-matmul) PT2E dynamic fails to convert and ai-edge-quantizer ``static_wi8_ai8`` converts and
-runs but is silently wrong (10-13 % on digits); the Linear layout ("frozen-linear", the export
-default) is right. The export gate refuses the wrong one.
+runs but is silently wrong (10-13 % on digits); the Linear layout ("frozen-linear", and "fused",
+the export default) is right. The export gate refuses the wrong one.
 """
 
 from __future__ import annotations
@@ -346,7 +346,7 @@ def _converter_progress_off():
 
 
 _LAYOUT_HINT = ("LiteRT int8 kernels need the constant on the right of the token-mixing matmul: "
-                "export LKCA with form frozen-linear (the default), not frozen")
+                "export LKCA with form fused (the default) or frozen-linear, not frozen")
 
 
 @contextlib.contextmanager
