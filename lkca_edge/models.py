@@ -13,7 +13,7 @@ The same operator is a fixed g^2 x g^2 token-mixing matrix T times V, so it can 
                     commute, so T is applied first and ``to_out(to_v(.))`` becomes ONE Linear;
                     every LayerNorm's scale and shift is folded into the Linear after it. The
                     same function (fp32 rounding apart) with 15 % fewer multiply-accumulates in
-                    lkca-1m and about a third fewer graph ops (see ``FusedTransformer``).
+                    lkca-1m, fewer graph ops and ~16 % smaller artifacts (``FusedTransformer``).
 """
 
 from __future__ import annotations
