@@ -45,6 +45,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
+from lkca_edge.models_config import count_macs  # noqa: E402  (torch-free)
+
 SCHEMA = "lkca-edge-operator-forms/1"
 DEFAULT_MODELS = ("lkca-1m", "lkca-base", "lkca-1m@64")
 ALL_BACKENDS = ("executorch", "coreml", "tflite", "onnx")
@@ -182,19 +184,12 @@ class Subject:
     pretrained: bool    # shipped trained weights used
     pair: str           # the LKCA subject this one is compared with (itself for LKCA)
     macs: int = 0       # nominal (the model's function)
+    fused_macs: int = 0  # what form ``fused`` executes (one dim x dim matmul per block fewer)
     params: int = 0
     patch_size: int = 0
 
     def executed_macs(self, form: str | None) -> int:
-        """MACs a variant of this form executes (``fused`` merges a Linear per block)."""
-        from lkca_edge.models_config import count_macs
-        from lkca_edge.zoo import get_spec, resolve_config
-
-        if form != "fused" or self.family != "lkca":
-            return self.macs
-        config = resolve_config(get_spec(self.name).config, image_size=self.image_size,
-                                patch_size=self.patch_size)
-        return count_macs(config, form)
+        return self.fused_macs if form == "fused" and self.family == "lkca" else self.macs
 
     @property
     def trained(self) -> bool:
@@ -380,6 +375,7 @@ def run_conversions(cells: list[Cell], subjects: list[Subject], settings: Settin
             models[subj.key] = m
             datasets[subj.key] = load_dataset("digits", m.preprocessing)
             subj.macs, subj.params = m.macs(), m.num_params()
+            subj.fused_macs = count_macs(m.config, "fused")
             subj.patch_size = m.config.patch_size
             d = datasets[subj.key]
             facts[subj.key] = {"dataset": "digits", "test_images": int(len(d.test_x)),
@@ -483,7 +479,7 @@ def run_conversions(cells: list[Cell], subjects: list[Subject], settings: Settin
             if hasattr(backend, "validate_static"):
                 try:
                     with quiet():
-                        static = backend.validate_static(res.artifact, work_model.export_module())
+                        static = backend.validate_static(res.artifact, work_model)
                     cell.validation = {"static": True, "passed": static.get("passed"),
                                        "failures": static.get("failures", []),
                                        "note": static.get("note", "")}
@@ -1399,6 +1395,7 @@ def main(argv: list[str] | None = None) -> int:
                 if s.key not in images:
                     m = build_model(s)
                     s.macs, s.params, s.patch_size = m.macs(), m.num_params(), m.config.patch_size
+                    s.fused_macs = count_macs(m.config, "fused")
                     data = load_dataset("digits", m.preprocessing)
                     images[s.key] = np.ascontiguousarray(data.test_x[:IMAGES_CYCLED], np.float32)
             variants = build_variants(subjects, cells, settings.forms)

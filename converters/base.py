@@ -207,6 +207,21 @@ def backend_for_artifact(path: str | Path) -> Backend:
 
 
 
+def rewrite_modules(model, replace):
+    """A deep copy of ``model`` (in eval mode) in which every submodule ``child`` with
+    ``replace(child)`` not None is swapped for that result. How converters hand a runtime the
+    same function in ops it runs well (ExecuTorch's and LiteRT's LayerNorm rewrites)."""
+    import copy
+
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            new = replace(child)
+            if new is not None:
+                setattr(parent, name, new)
+    return model.eval()
+
+
 @contextlib.contextmanager
 def quiet():
     """Silence converters' warnings and native log spam (absl, torch) unless LKCA_EDGE_DEBUG=1.

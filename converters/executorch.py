@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.base import Backend, ConversionResult, Recipe, Runner, register_backend
+from converters.base import Backend, ConversionResult, Recipe, Runner, register_backend, rewrite_modules
 from lkca_edge.errors import UserError, first_line
 from lkca_edge.export import float_io
 
@@ -197,8 +197,6 @@ def delegable_norms(model):
     kernels. Written as 4-D means, sub, mul, rsqrt and add, the same function is delegated
     whole. Numerically equal to the original within fp32 rounding (the fp32 gate checks it).
     """
-    import copy
-
     import torch
     from torch import nn
 
@@ -222,14 +220,12 @@ def delegable_norms(model):
         def forward(self, x):  # (N, T, D) -> (N, D, T, 1) -> mean over (2, 3)
             return x.transpose(1, 2).unsqueeze(-1).mean(dim=(2, 3), keepdim=True).flatten(1)
 
-    model = copy.deepcopy(model)
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, nn.LayerNorm) and len(child.normalized_shape) == 1:
-                setattr(parent, name, XnnpackLayerNorm(child))
-            elif isinstance(child, TokenMean):
-                setattr(parent, name, XnnpackTokenMean())
-    return model.eval(), (XnnpackLayerNorm, XnnpackTokenMean)
+    def replace(child):
+        if isinstance(child, nn.LayerNorm) and len(child.normalized_shape) == 1:
+            return XnnpackLayerNorm(child)
+        return XnnpackTokenMean() if isinstance(child, TokenMean) else None
+
+    return rewrite_modules(model, replace), (XnnpackLayerNorm, XnnpackTokenMean)
 
 
 @contextlib.contextmanager

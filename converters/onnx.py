@@ -88,9 +88,10 @@ class OnnxBackend(Backend):
     convert_modules = ("torch", "onnx", "onnxscript", "onnxruntime")
     runtime_modules = ("onnxruntime",)
     recipes = RECIPES
-    # int8 default: dynamic (measured faster than static QOperator/QDQ on lkca-1m at 1 thread,
-    # 0.90 vs 0.95 / 1.02 ms, and closer to fp32: max logit error 0.08 vs 0.24; no calibration).
-    # ORT's static kernels add a QuantizeLinear/DequantizeLinear and a QLinearAdd per residual.
+    # int8 default: dynamic. Faster than static QOperator / QDQ on lkca-1m (form fused, 1 thread:
+    # 0.994 vs 1.094 / 1.051 ms) and closer to fp32 (max logit error 0.08 vs 0.24), with no
+    # calibration; ORT's static graphs add a Quantize/DequantizeLinear and a QLinearAdd per
+    # residual. Numbers: benchmarks/README.md, run of 2026-11-22.
     default_recipes = {"fp32": "fp32", "int8": "int8-dynamic"}
     runner_class = OrtRunner
 

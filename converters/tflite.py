@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.base import Backend, ConversionResult, Recipe, Runner, quiet, register_backend
+from converters.base import (Backend, ConversionResult, Recipe, Runner, quiet, register_backend,
+                             rewrite_modules)
 from lkca_edge.errors import BackendUnavailable, UserError, first_line
 from lkca_edge.export import io_spec
 
@@ -300,12 +301,10 @@ def explicit_norms(model):
     add, rsqrt, mul, then the affine if any), and the module type to keep float in int8.
 
     litert-torch lowers ``aten.layer_norm`` to 12 ops (the statistics as rank-1 tensors with
-    three reshapes, then x * r + (-mean * r)); the plain form is the same function in 7 and
-    measured 3.5 % faster for lkca-1m int8. Float in int8 graphs, like the lowered one (int8
-    statistics would cost accuracy).
+    three reshapes, then x * r + (-mean * r)); the plain form is the same function in 7 (A/B:
+    ``benchmarks/int8_time_split.py``, recipe option ``explicit_norms=False`` for the lowered
+    one). Float in int8 graphs, like the lowered one (int8 statistics would cost accuracy).
     """
-    import copy
-
     import torch
     from torch import nn
 
@@ -321,12 +320,12 @@ def explicit_norms(model):
                 return normed
             return normed * self.weight + self.bias
 
-    model = copy.deepcopy(model)
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, nn.LayerNorm) and len(child.normalized_shape) == 1:
-                setattr(parent, name, LiteRTLayerNorm(child))
-    return model.eval(), (LiteRTLayerNorm,)
+    def replace(child):
+        if isinstance(child, nn.LayerNorm) and len(child.normalized_shape) == 1:
+            return LiteRTLayerNorm(child)
+        return None
+
+    return rewrite_modules(model, replace), (LiteRTLayerNorm,)
 
 
 @contextlib.contextmanager

@@ -525,13 +525,24 @@ def _clear_previous_run(out_dir: Path) -> None:
             raise UserError(f"cannot clear the previous run's {p}: {exc.strerror or exc}") from None
 
 
-def _proc_start(pid: int) -> str | None:
-    """The kernel's start time of a process (clock ticks since boot), to tell a reused PID."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/PID/stat`` after the command name (state first), or None."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
+            return fh.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def _proc_start(pid: int) -> str | None:
+    """The kernel's start time of a process (clock ticks since boot), to tell a reused PID."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def _pid_state(pid: int) -> str | None:
+    fields = _proc_stat(pid)
+    return fields[0] if fields else None
 
 
 def _boot_id() -> str | None:
@@ -539,14 +550,6 @@ def _boot_id() -> str | None:
         with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
             return fh.read().strip() or None
     except OSError:
-        return None
-
-
-def _pid_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
         return None
 
 

@@ -144,8 +144,7 @@ def export_model(req: ExportRequest, model=None, dataset=None, log=print) -> Exp
                     logits = runner.run_many(x)
                 validation = validate_logits(logits, ref, y, backend.name, recipe.precision)
             else:
-                validation = static_validation(backend, tmp, graph_model, x, y, ref, recipe.precision,
-                                               reason)
+                validation = static_validation(backend, tmp, model, x, y, ref, recipe.precision, reason)
             if validation.passed is False and req.enforce_gate:
                 raise GateFailed(f"{stem}{backend.extension} failed its {recipe.precision} gate: "
                                  f"{'; '.join(validation.failures)} (nothing written)")
