@@ -34,34 +34,23 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def run_logits(backend_name: str, artifact: str, images: np.ndarray, threads: int = 1) -> np.ndarray:
-    """Load the artifact and return its logits for (N, C, H, W) images (runs in the child)."""
-    from converters import get_backend
-    from converters.base import quiet
-
-    with quiet():  # runtimes log to fd 2 (LKCA_EDGE_DEBUG=1 shows it)
-        runner = get_backend(backend_name).load(artifact, threads=threads)
-        return np.asarray(runner.run_many(images), np.float32)
-
-
 def _run(backend_name: str, artifact: Path, images: np.ndarray, threads: int,
          isolate: bool) -> np.ndarray:
-    if isolate:
-        try:
-            from lkca_edge.isolation import run_isolated
-        except ImportError:  # an install without the isolation helper runs in-process
-            isolate = False
+    from lkca_edge.isolation import run_isolated
+    from lkca_edge.pipelines.artifacts import run_artifact
+
     if not isolate:
-        return run_logits(backend_name, str(artifact), images, threads)
-    return run_isolated(run_logits, backend_name, str(artifact), images, threads,
-                        what=f"the {backend_name} runtime running {artifact.name}")
+        return np.asarray(run_artifact(backend_name, str(artifact), images, threads), np.float32)
+    logits = run_isolated(run_artifact, backend_name, str(artifact), images, threads,
+                          what=f"the {backend_name} runtime running {artifact.name}")
+    return np.asarray(logits, np.float32)
 
 
 def classify(images: list[str | Path], artifact: str | Path, top_k: int = 5, threads: int = 1,
              verify: bool = True, isolate: bool = True) -> list[Prediction]:
     """Top-k (label, index, probability) per image. Every image is read before anything runs,
     so a bad file fails fast with one clear line."""
-    from lkca_edge.manifest import open_artifact
+    from lkca_edge.pipelines.artifacts import open_artifact
     from lkca_edge.preprocessing import Preprocessing
 
     if not images:

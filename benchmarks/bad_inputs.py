@@ -119,7 +119,7 @@ def _random_bytes(n: int, seed: int) -> bytes:
 
 
 def installed_backends() -> list[str]:
-    from converters import get_backend
+    from lkca_edge.converters import get_backend
 
     out = []
     for name in BACKEND_EXT:

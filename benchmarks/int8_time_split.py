@@ -28,10 +28,10 @@ ap.add_argument("--rounds", type=int, default=10)
 ap.add_argument("--runs", type=int, default=200)
 ap.add_argument("--threads", type=int, default=1)
 args = ap.parse_args()
-from lkca_edge.zoo import create_model
+from lkca_edge.builder import create_model
 from lkca_edge.data import load_dataset
-from converters import get_backend
-from converters.base import quiet
+from lkca_edge.converters import get_backend
+from lkca_edge.logs import quiet
 
 src = create_model("lkca-1m", pretrained=True, form="fused")
 full = src.export_module()

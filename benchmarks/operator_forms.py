@@ -154,9 +154,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         out=a.out or str(REPO_ROOT / "runs" / "operator_forms" / time.strftime("%Y%m%d-%H%M%S")),
         cache=a.cache, reuse=a.reuse,
         argv=list(sys.argv if argv is None else ["operator_forms.py", *argv]))
-    from converters.base import _ALIASES
+    from lkca_edge.converters import resolve_backend_name
 
-    s.backends = list(dict.fromkeys(_ALIASES.get(b.lower(), b.lower()) for b in s.backends))
+    s.backends = list(dict.fromkeys(resolve_backend_name(b) for b in s.backends))
     bad = [b for b in s.backends if b not in ALL_BACKENDS]
     if bad:
         ap.error(f"unknown backend(s) {', '.join(bad)} (valid: {', '.join(ALL_BACKENDS)})")
@@ -294,7 +294,7 @@ def _sha_files(paths: list[Path]) -> str:
 
 def cache_key(cell: Cell, subject: Subject, settings: Settings, backend) -> str:
     """Everything that can change the artifact or its validation figures."""
-    from lkca_edge.manifest import tool_versions
+    from lkca_edge.versions import tool_versions
 
     sources = [REPO_ROOT / "converters" / "base.py", REPO_ROOT / "converters" / f"{cell.backend}.py",
                REPO_ROOT / "lkca_edge" / "models.py", REPO_ROOT / "lkca_edge" / "export.py",
@@ -314,7 +314,7 @@ def cache_key(cell: Cell, subject: Subject, settings: Settings, backend) -> str:
 
 
 def plan_cells(subjects: list[Subject], settings: Settings) -> list[Cell]:
-    from converters import get_backend
+    from lkca_edge.converters import get_backend
     from lkca_edge.forms import default_export_form
 
     cells = []
@@ -353,12 +353,13 @@ def run_conversions(cells: list[Cell], subjects: list[Subject], settings: Settin
     Returns per-subject data facts and the first test images of each subject (for timing)."""
     import torch
 
-    from converters import get_backend
-    from converters.base import quiet
+    from lkca_edge.converters import get_backend
+    from lkca_edge.logs import quiet
     from lkca_edge.data import load_dataset
-    from lkca_edge.export import ExportRequest, export_model
+    from lkca_edge.pipelines.export import ExportRequest, export_model
     from lkca_edge.fileio import ensure_dir
-    from lkca_edge.validation import reference_logits, validate_logits
+    from lkca_edge.evaluation import reference_logits
+    from lkca_edge.gates import validate_logits
 
     by_subject = {s.key: s for s in subjects}
     facts: dict[str, dict] = {}
@@ -426,7 +427,7 @@ def run_conversions(cells: list[Cell], subjects: list[Subject], settings: Settin
                             name=stem)
         t0 = time.perf_counter()
         try:
-            res = export_model(req, model=work_model, dataset=data, log=lambda *_: None)
+            res = export_model(req, model=work_model, dataset=data)
         except Exception as exc:  # noqa: BLE001 - every failure is a recorded outcome
             cell.export_s = round(time.perf_counter() - t0, 2)
             cell.status, cell.stage, cell.reason = "failed", "convert", _one_line(exc)
@@ -629,8 +630,8 @@ class _EtRunners:
     def get(self, path: str, threads: int):
         import gc
 
-        from converters import get_backend
-        from converters.base import quiet
+        from lkca_edge.converters import get_backend
+        from lkca_edge.logs import quiet
 
         if threads != self.threads:
             self.live.clear()
@@ -659,8 +660,8 @@ def time_plan(plan: dict) -> dict:
 
     import torch
 
-    from converters import get_backend
-    from converters.base import quiet
+    from lkca_edge.converters import get_backend
+    from lkca_edge.logs import quiet
 
     threads_list = plan["threads"]
     rounds, runs, warmup = plan["rounds"], plan["runs_per_round"], plan["warmup"]
@@ -804,8 +805,8 @@ def _profiles(plan, slots, timings, subjects, images) -> dict:
     the baseline (1 thread). Other runtimes report nothing per operator from Python."""
     import torch
 
-    from converters import get_backend
-    from converters.base import quiet
+    from lkca_edge.converters import get_backend
+    from lkca_edge.logs import quiet
 
     target = plan["profile_subject"]
     out = {}
@@ -1367,8 +1368,9 @@ def to_markdown(res: dict) -> str:
 # ==================================================================================================
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
-    from converters import get_backend
-    from lkca_edge.bench import host_facts, versions
+    from lkca_edge.converters import get_backend
+    from lkca_edge.bench import versions
+    from lkca_edge.hostinfo import host_info as host_facts
     from lkca_edge.errors import UserError
     from lkca_edge.fileio import ensure_dir, write_json, write_text
     from lkca_edge.isolation import run_isolated

@@ -1,7 +1,8 @@
 """The small interface every backend implements, and its registry.
 
-A backend is one module in ``converters/`` that defines a ``Backend`` subclass and registers
-an instance with ``@register_backend``. Heavy imports (torch, executorch, coremltools, ...)
+A backend is one module in ``converters/`` (installed as ``lkca_edge.converters``) that defines a
+``Backend`` subclass and registers an instance with ``@register_backend``; every fact about a
+backend (name, aliases, extension, recipes, packages, runtime) is an attribute of that class. Heavy imports (torch, executorch, coremltools, ...)
 happen inside methods, so a missing package disables only that backend.
 
 Conversion reads like ExecuTorch's aot_compiler: export -> quantize -> lower -> serialize, each a
@@ -10,7 +11,7 @@ short named step inside ``convert``.
 
 from __future__ import annotations
 
-import contextlib
+import importlib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,8 @@ class Backend:
     """Base class: override the class attributes and the four methods."""
 
     name: str = ""
+    order: int = 100             # position in listings and reports
+    aliases: tuple[str, ...] = ()  # other names users type (xnnpack, litert, ort, ...)
     extension: str = ""          # ".pte", ".tflite", ".onnx", ".mlpackage"
     install_hint: str = ""       # what to pip install when unavailable
     convert_modules: tuple[str, ...] = ()   # importable modules needed to convert
@@ -82,6 +85,11 @@ class Backend:
     default_recipes: dict[str, str] = {}     # precision -> recipe name
     # Versions recorded in manifests: distribution names.
     tool_packages: tuple[str, ...] = ()
+    # Runtime module -> its distribution (the measuring child records the runtime's version).
+    runtime_distributions: dict[str, str] = {}
+    # What the Runner imports when it loads, in groups: the first importable module of each group
+    # is imported before timing, so load_ms times the model, not the library.
+    runtime_preload: tuple[tuple[str, ...], ...] = ()
     runner_class: type | None = None         # Runner(path, threads), built by ``load``
 
     # -- availability ---------------------------------------------------------------------------
@@ -159,99 +167,63 @@ class Backend:
 
 
 _BACKENDS: dict[str, Backend] = {}
-_BACKEND_MODULES = ("executorch", "coreml", "tflite", "onnx")  # converters/<name>.py
-_ALIASES = {"xnnpack": "executorch", "pte": "executorch", "litert": "tflite", "ort": "onnx",
-            "onnxruntime": "onnx", "mlpackage": "coreml"}
+# Modules of this package that are not backends: the interface and helpers shared by backends.
+_NOT_BACKENDS = ("base",)
 
 
 def register_backend(cls: type[Backend]) -> type[Backend]:
+    """Class decorator: a backend module registers its ``Backend`` subclass under ``cls.name``."""
     _BACKENDS[cls.name] = cls()
     return cls
 
 
-def _load_all() -> None:
-    for module in _BACKEND_MODULES:
-        if module not in _BACKENDS:
-            importlib.import_module(f"converters.{module}")
+def _backend_modules() -> list[str]:
+    """Every module of this package that defines a backend: ``<name>.py`` beside this file
+    (helpers are ``_name.py``). A fifth backend is one new file."""
+    import pkgutil
+
+    return [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+            if not m.name.startswith("_") and m.name not in _NOT_BACKENDS]
+
+
+def _load_all() -> dict[str, Backend]:
+    for module in _backend_modules():
+        importlib.import_module(f"{__package__}.{module}")
+    return dict(sorted(_BACKENDS.items(), key=lambda kv: (kv[1].order, kv[0])))
 
 
 def backend_names() -> list[str]:
-    return list(_BACKEND_MODULES)
+    """Names of every backend, in display order (executorch, coreml, tflite, onnx)."""
+    return list(_load_all())
+
+
+def resolve_backend_name(name: str) -> str:
+    """The canonical backend name for ``name`` or one of a backend's aliases (xnnpack, litert, ...)."""
+    key = str(name).lower()
+    backends = _load_all()
+    if key in backends:
+        return key
+    for backend in backends.values():
+        if key in backend.aliases:
+            return backend.name
+    raise unknown_name("backend", str(name), list(backends))
 
 
 def get_backend(name: str) -> Backend:
     """The backend registered under ``name`` (or an alias such as xnnpack, litert, ort)."""
-    key = _ALIASES.get(name.lower(), name.lower())
-    if key not in _BACKEND_MODULES:
-        raise unknown_name("backend", name, backend_names())
-    if key not in _BACKENDS:
-        importlib.import_module(f"converters.{key}")
-    return _BACKENDS[key]
+    return _BACKENDS[resolve_backend_name(name)]
 
 
-def all_backends() -> list[Backend]:
-    _load_all()
-    return [_BACKENDS[n] for n in _BACKEND_MODULES]
+def io_spec(name: str, shape, dtype: str, quantization: tuple[float, int] | None = None) -> dict:
+    """One input or output of an artifact as the manifest records it."""
+    d = {"name": name, "shape": [int(s) for s in shape], "dtype": dtype}
+    if quantization is not None:
+        d["scale"], d["zero_point"] = float(quantization[0]), int(quantization[1])
+    return d
 
 
-def backend_for_artifact(path: str | Path) -> Backend:
-    """Pick the backend from an artifact's extension (the manifest, when present, wins)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    for name in _BACKEND_MODULES:
-        b = get_backend(name)
-        if b.extension == suffix:
-            return b
-    raise UserError(f"cannot tell the backend of {path}: expected one of "
-                    f"{', '.join(get_backend(n).extension for n in _BACKEND_MODULES)}")
-
-
-
-def rewrite_modules(model, replace):
-    """A deep copy of ``model`` (in eval mode) in which every submodule ``child`` with
-    ``replace(child)`` not None is swapped for that result. How converters hand a runtime the
-    same function in ops it runs well (ExecuTorch's and LiteRT's LayerNorm rewrites)."""
-    import copy
-
-    model = copy.deepcopy(model)
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            new = replace(child)
-            if new is not None:
-                setattr(parent, name, new)
-    return model.eval()
-
-
-@contextlib.contextmanager
-def quiet():
-    """Silence converters' warnings and native log spam (absl, torch) unless LKCA_EDGE_DEBUG=1.
-
-    Native libraries log to file descriptor 2 directly, so fd 2 is pointed at a temporary file
-    for the duration; it is replayed to stderr if the block fails, so nothing is lost.
-    """
-    import os
-    import sys
-    import tempfile
-    import warnings
-
-    if os.environ.get("LKCA_EDGE_DEBUG") == "1":
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        os.dup2(sink.fileno(), 2)
-        failed = False
-        try:
-            yield
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            if failed and os.environ.get("LKCA_EDGE_SHOW_NATIVE_LOG") == "1":
-                sink.seek(0)
-                sys.stderr.write(sink.read().decode(errors="replace")[-4000:])
+def float_io(example: np.ndarray, num_classes: int, input_name: str = "images",
+             output_name: str = "logits") -> tuple[list, list]:
+    """The I/O of a float32 (N, C, H, W) -> (N, classes) artifact."""
+    return ([io_spec(input_name, example.shape, "float32")],
+            [io_spec(output_name, (example.shape[0], num_classes), "float32")])

@@ -16,8 +16,6 @@ programs): an estimate, never a device run.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import importlib.util
 import platform
 import sys
@@ -26,17 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.base import Backend, ConversionResult, Recipe, Runner, quiet, register_backend
+from lkca_edge.converters.base import (Backend, ConversionResult, Recipe, Runner, float_io,
+                                       register_backend)
 from lkca_edge.errors import UserError, first_line
-from lkca_edge.export import float_io
+from lkca_edge.logs import quiet
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
-# Storage-precision tolerances of the static weight check (see validate_static).
-FP32_RTOL, FP16_RTOL = 1e-6, 1e-3
-FP16_MIN_NORMAL, FP32_MIN_NORMAL = 2.0 ** -14, 2.0 ** -126  # below these, spacing is absolute
-INT8_STEPS = 1.0  # dequantized int8 weight within one quantization step of its channel
-MAX_LISTED = 5  # failures listed by name; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -108,6 +102,8 @@ class CoreMLRunner(Runner):
 @register_backend
 class CoreMLBackend(Backend):
     name = "coreml"
+    order = 1
+    aliases = ("mlpackage", "coremltools", "apple")
     extension = ".mlpackage"
     install_hint = "coremltools"
     convert_modules = ("torch", "coremltools")
@@ -115,6 +111,8 @@ class CoreMLBackend(Backend):
     recipes = RECIPES
     default_recipes = {"fp32": "fp32", "fp16": "fp16", "int8": "int8"}
     tool_packages = ("coremltools", "torch", "torchao", "executorch")
+    runtime_distributions = {"coremltools": "coremltools"}
+    runtime_preload = (("coremltools",),)
 
     # -- availability ---------------------------------------------------------------------------
     def runnable(self) -> str | None:
@@ -130,9 +128,10 @@ class CoreMLBackend(Backend):
     # -- convert --------------------------------------------------------------------------------
     def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
         recipe = self._coreml_recipe(recipe)
-        program = self._export(model, example)
+        graph = model
         if recipe.quantization == "pt2e-w8a8":
-            program = self._quantize_pt2e(program, example, calibration)
+            graph = self._quantize_pt2e(model, example, calibration)
+        program = self._export(graph, example)
         mlmodel = self._convert(program, example, recipe)
         if recipe.quantization == "int8-weights":
             mlmodel = self._quantize_weights(mlmodel)
@@ -156,20 +155,15 @@ class CoreMLBackend(Backend):
         return torch.export.export(model, (torch.from_numpy(example),))
 
     @staticmethod
-    def _quantize_pt2e(program, example: np.ndarray, calibration: np.ndarray):
+    def _quantize_pt2e(model, example: np.ndarray, calibration: np.ndarray):
         """Static int8 with XNNPACK's quantizer; int8 weights folded (Core ML needs that)."""
-        import torch
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer, get_symmetric_quantization_config)
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        from lkca_edge.converters import _pt2e
 
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        prepared = prepare_pt2e(program.module(), quantizer)
-        with _one_thread(), torch.no_grad():  # batch-1 observers: more threads only contend
-            for i in range(len(calibration)):
-                prepared(torch.from_numpy(calibration[i:i + 1]))
-        converted = convert_pt2e(prepared, fold_quantize=True)
-        return torch.export.export(converted, (torch.from_numpy(example),))
+        return _pt2e.quantize(model, example, quantizer, calibration, fold_quantize=True)
 
     @staticmethod
     def _convert(program, example: np.ndarray, recipe: CoreMLRecipe):
@@ -252,23 +246,26 @@ class CoreMLBackend(Backend):
         when ``labels`` are given. It does not model Core ML's kernels or w8a8 activation
         quantization: an estimate, not a device run.
         """
+        from lkca_edge.converters import _coreml_estimate, _coreml_static
+
         path = Path(path)
         model = model.export_module() if hasattr(model, "export_module") else model
         info = self.inspect(path)
-        failures = _check_interface(info, model)
+        failures = _coreml_static.check_interface(info, model)
         program = self._read_program(path)
-        stored = _stored_tensors(program)
-        report = _match_weights(stored, model)
+        stored = _coreml_static.stored_tensors(program)
+        report = _coreml_static.match_weights(stored, model)
         failures += report["failures"]
         result = {"passed": not failures, "failures": failures, "inputs": info["inputs"],
                   "outputs": info["outputs"], "op_counts": info["op_counts"],
                   "weights": {k: v for k, v in report.items() if k not in ("failures", "values")}}
         source = "given images" if labels is None else "given labelled test images"
         if images is not None and not failures:
-            result["estimate"] = _estimate(model, report["values"], info["compute_precision"],
-                                           images, labels, "quantize" in info["op_counts"])
+            result["estimate"] = _coreml_estimate.estimate(
+                model, report["values"], info["compute_precision"], images, labels,
+                "quantize" in info["op_counts"])
             result["estimate"]["images"] = f"{len(images)} {source}"
-        result["note"] = _static_note(result, info)
+        result["note"] = _coreml_static.static_note(result, info)
         return result
 
     # -- reading packages ------------------------------------------------------------------------
@@ -387,256 +384,6 @@ def _target_name(spec_version: int) -> str:
         return ct.target(int(spec_version)).name
     except ValueError:
         return f"specification {spec_version}"
-
-
-# -- static checks -------------------------------------------------------------------------------
-def _check_interface(info: dict, model) -> list[str]:
-    c = model.config
-    want_in = [1, c.in_channels, c.image_size, c.image_size]
-    want_out = [1, c.num_classes]
-    fails = []
-    ins, outs = info["inputs"], info["outputs"]
-    if len(ins) != 1 or ins[0].get("shape") != want_in or ins[0].get("dtype") != "float32":
-        fails.append(f"inputs are {ins}, expected one float32 {tuple(want_in)} array")
-    if len(outs) != 1 or outs[0].get("shape") != want_out or outs[0].get("dtype") != "float32":
-        fails.append(f"outputs are {outs}, expected one float32 {tuple(want_out)} array")
-    if info["compute_ops"] == 0:
-        fails.append("the MIL program has no compute ops")
-    return fails
-
-
-@dataclass
-class _Stored:
-    """One tensor the program stores: its dequantized value and how it is stored."""
-
-    name: str
-    value: np.ndarray      # float32, dequantized
-    storage: str           # fp32 | fp16 | int8 | ...
-    step: np.ndarray | None = None  # quantization step per element (quantized storage only)
-
-
-_SUFFIXES = ("_quantized", "_to_fp16", "_to_fp32", "_cast_fp16", "_cast_fp32")
-
-
-def _base_name(name: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for s in _SUFFIXES:
-            if name.endswith(s):
-                name, changed = name[: -len(s)], True
-    return name
-
-
-def _stored_tensors(program) -> list[_Stored]:
-    """Float tensors that the program's compute ops read from const or constexpr ops, dequantized."""
-    from coremltools.converters.mil.mil import types
-
-    out, seen = [], set()
-    for op in program.functions["main"].operations:
-        if op.op_type == "const" or op.op_type.startswith("constexpr"):
-            continue
-        for var in op.inputs.values():
-            for v in (var if isinstance(var, (list, tuple)) else [var]):
-                src = v.op
-                if src is None or id(v) in seen or not types.is_tensor(v.sym_type):
-                    continue
-                if not types.is_float(v.dtype):
-                    continue
-                if src.op_type == "const":
-                    value = np.asarray(v.val)
-                    storage = types.builtin_to_string(v.dtype)
-                    step = None
-                elif src.op_type.startswith("constexpr"):
-                    value = np.asarray(src.materialized_val_inference())
-                    data = src.data if hasattr(src, "data") else getattr(src, "quantized_data", None)
-                    storage = types.builtin_to_string(data.dtype) if data is not None else src.op_type
-                    step = _quantization_step(src, value.shape)
-                else:
-                    continue
-                seen.add(id(v))
-                out.append(_Stored(_base_name(v.name), value.astype(np.float32), storage, step))
-    return out
-
-
-def _quantization_step(op, shape) -> np.ndarray | None:
-    """The dequantization scale of every element (per-channel or per-block), broadcast to shape."""
-    scale = getattr(op, "scale", None)
-    if scale is None or scale.val is None:
-        return None
-    s = np.abs(np.asarray(scale.val, np.float32))
-    axis = getattr(op, "axis", None)
-    if axis is not None and s.ndim <= 1:  # iOS16 constexpr_affine_dequantize: vector along axis
-        view = [1] * len(shape)
-        if s.ndim == 1:
-            view[int(axis.val)] = s.shape[0]
-        return np.broadcast_to(s.reshape(view), shape)
-    if s.ndim != len(shape):
-        return None
-    for d, (n, b) in enumerate(zip(shape, s.shape)):  # iOS18 blockwise: repeat each block
-        s = np.repeat(s, n // b, axis=d)
-    return s
-
-
-def _source_tensors(model) -> tuple[dict[str, np.ndarray], set[str]]:
-    """Named float tensors of the torch source, and the names that must be found in the package."""
-    from torch import nn
-
-    tensors = {name: t.detach().float().numpy() for name, t in model.named_parameters()}
-    tensors.update({name: t.detach().float().numpy() for name, t in model.named_buffers()
-                    if t.is_floating_point() and t.numel() > 0})
-    required = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-    required |= {name for name in tensors if name.endswith(("frozen_matrix", "token_mixing_matrix"))}
-    return tensors, required
-
-
-def _compare(stored: _Stored, ref: np.ndarray) -> tuple[bool, float, str]:
-    """(within tolerance, error, description) of one stored tensor against its source tensor.
-
-    Float storage: error relative to max(|w|, the format's smallest normal number), so fp16
-    subnormals (absolute spacing 2^-24) are judged fairly. int8: error in quantization steps.
-    """
-    if not np.all(np.isfinite(stored.value)):
-        return False, float("inf"), "non-finite values"
-    diff = np.abs(stored.value.astype(np.float64) - ref.astype(np.float64))
-    if diff.size == 0:
-        return True, 0.0, "empty"
-    if stored.step is not None:
-        worst = float((diff / np.maximum(stored.step, 1e-30)).max())
-        return worst <= INT8_STEPS, worst, f"{worst:.2f} quantization steps"
-    rtol, floor = (FP16_RTOL, FP16_MIN_NORMAL) if stored.storage == "fp16" else (FP32_RTOL, FP32_MIN_NORMAL)
-    worst = float((diff / np.maximum(np.abs(ref), floor)).max())
-    return worst <= rtol, worst, f"relative error {worst:.2g}"
-
-
-def _match_weights(stored: list[_Stored], model) -> dict:
-    """Pair each stored tensor with its source tensor and check it within its storage precision."""
-    tensors, required = _source_tensors(model)
-    params = dict(model.named_parameters())
-    export_names = {("p_" if name in params else "b_") + name.replace(".", "_"): name
-                    for name in tensors}
-    pairs: dict[str, _Stored] = {}
-    unclaimed = []
-    for s in stored:
-        name = export_names.get(s.name)
-        if name is not None and name not in pairs and tensors[name].shape == s.value.shape:
-            pairs[name] = s
-        else:
-            unclaimed.append(s)
-    by_value = 0
-    for name in sorted(required - set(pairs)):  # renamed by quantization: match by value
-        ref = tensors[name]
-        candidates = [s for s in unclaimed if s.value.shape == ref.shape]
-        if candidates:
-            best = min(candidates, key=lambda s: _compare(s, ref)[1])
-            pairs[name] = best
-            unclaimed.remove(best)
-            by_value += 1
-    failures = [f"source weight {name} {tuple(tensors[name].shape)} is not stored in the package"
-                for name in sorted(required - set(pairs))]
-    failures = failures[:MAX_LISTED] + ([f"and {len(failures) - MAX_LISTED} more weights are missing"]
-                                        if len(failures) > MAX_LISTED else [])
-    worst: dict[str, float] = {}
-    wrong: list[str] = []
-    for name, s in pairs.items():
-        ok, err, text = _compare(s, tensors[name])
-        key = "int8_steps" if s.step is not None else f"{s.storage}_relative_error"
-        worst[key] = max(worst.get(key, 0.0), err)
-        if not ok:
-            wrong.append(f"stored {s.storage} {name} differs from the source ({text})")
-    failures += wrong[:MAX_LISTED] + ([f"and {len(wrong) - MAX_LISTED} more differ"]
-                                      if len(wrong) > MAX_LISTED else [])
-    storage: dict[str, int] = {}
-    for s in pairs.values():
-        storage[s.storage] = storage.get(s.storage, 0) + 1
-    return {"failures": failures, "checked": len(pairs), "required": len(required),
-            "matched_by_value": by_value, "storage": storage,
-            "worst": {k: float(f"{v:.3g}") for k, v in worst.items()},
-            "values": {name: s.value for name, s in pairs.items()}}
-
-
-def _estimate(model, values: dict[str, np.ndarray], compute_precision: str, images: np.ndarray,
-              labels: np.ndarray | None, activation_quantized: bool) -> dict:
-    """Logits of the torch source with the package's weights, every op's output rounded to fp16
-    when the program computes in fp16 (fp32 arithmetic inside each op, as accumulators are)."""
-    import torch
-
-    from lkca_edge.validation import compare_logits, reference_logits
-
-    with _one_thread():
-        reference = reference_logits(model, images)
-    half = compute_precision == "fp16"
-    twin = copy.deepcopy(model).eval()
-    with torch.no_grad(), _one_thread():
-        state = {**dict(twin.named_parameters()), **dict(twin.named_buffers())}
-        changed = False
-        for name, value in values.items():
-            changed |= not np.array_equal(state[name].numpy(), value)
-            state[name].copy_(torch.from_numpy(value))
-        if changed or half:
-            with _fp16_activations() if half else contextlib.nullcontext():
-                logits = reference_logits(twin, images)
-        else:  # bit-identical weights, fp32 compute: the source's own logits
-            logits = reference
-    fake = labels if labels is not None else reference.argmax(1)
-    m = compare_logits(logits, reference, fake)
-    out = {"estimate": True,
-           "how": ("torch source with the package's dequantized weights"
-                   + (", every op output rounded to fp16" if half else ", fp32 activations")
-                   + ("; activation quantization not modelled" if activation_quantized else "")),
-           "top1_agreement": m["top1_agreement"], "max_abs_err": m["max_abs_err"],
-           "mean_abs_err": m["mean_abs_err"]}
-    if labels is not None:
-        out["accuracy"], out["reference_accuracy"] = m["accuracy"], m["reference_accuracy"]
-    return out
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """torch on one thread for a side computation (the machine may be shared), then restored."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _fp16_activations():
-    """A torch function mode that rounds the float output of every op to fp16, as an fp16 ML
-    program stores every intermediate tensor."""
-    import torch
-    from torch.overrides import TorchFunctionMode
-
-    class Fp16Activations(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if isinstance(out, torch.Tensor) and out.dtype == torch.float32:
-                return out.half().float()
-            return out
-
-    return Fp16Activations()
-
-
-def _static_note(result: dict, info: dict) -> str:
-    w = result["weights"]
-    ins, outs = info["inputs"], info["outputs"]
-    io = ", ".join(f"{f['name']} {tuple(f.get('shape', []))} {f.get('dtype', '')}" for f in ins + outs)
-    ops = info["compute_ops"]
-    worst = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in w["worst"].items())
-    head = "static checks passed" if result["passed"] else "static checks FAILED"
-    note = (f"{head}: {io}; {ops} MIL compute ops ({info['compute_precision']}); "
-            f"{w['checked']} stored tensors compared with the source weights "
-            f"({w['required']} Linear/token-mixing weights required; worst: {worst or 'n/a'})")
-    e = result.get("estimate")
-    if e:
-        acc = (f"accuracy {e['accuracy']:.2%} vs fp32 {e['reference_accuracy']:.2%}, "
-               if "accuracy" in e else "")
-        note += (f". ESTIMATE, not a device run ({e['how']}, on {e['images']}): {acc}"
-                 f"top-1 agreement {e['top1_agreement']:.2%}, max logit err {e['max_abs_err']:.3g}")
-    return note
 
 
 

@@ -9,16 +9,15 @@ written into the manifest.
 
 from __future__ import annotations
 
-import contextlib
 import struct
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from converters.base import Backend, ConversionResult, Recipe, Runner, register_backend, rewrite_modules
+from lkca_edge.converters.base import (Backend, ConversionResult, Recipe, Runner, float_io,
+                                       register_backend)
 from lkca_edge.errors import UserError, first_line
-from lkca_edge.export import float_io
 
 METHOD = "forward"
 _POOL_THREADS: int | None = None  # the size this process last gave ExecuTorch's threadpool
@@ -102,6 +101,8 @@ class ExecuTorchRunner(Runner):
 @register_backend
 class ExecuTorchBackend(Backend):
     name = "executorch"
+    order = 0
+    aliases = ("xnnpack", "pte", "et")
     extension = ".pte"
     install_hint = "executorch"
     convert_modules = ("torch", "executorch", "torchao")
@@ -110,22 +111,28 @@ class ExecuTorchBackend(Backend):
     default_recipes = {"fp32": "fp32", "int8": "int8"}
     runner_class = ExecuTorchRunner
     tool_packages = ("executorch", "torch", "torchao")
+    runtime_distributions = {"executorch": "executorch"}
+    runtime_preload = (("executorch.extension.pybindings.portable_lib",), ("executorch.runtime",))
 
     def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
         import torch
 
+        from lkca_edge.converters._pt2e import torch_threads
+        from lkca_edge.converters._rewrites import explicit_norms
+
+        num_classes = model.config.num_classes
         x = torch.from_numpy(np.ascontiguousarray(example, np.float32))
-        with torch.no_grad(), _torch_threads(1):
+        with torch.no_grad(), torch_threads(1):
             keep_float = ()
             if recipe.option("delegable_norms", True):
-                model, keep_float = delegable_norms(model)
-            program = self._export(model, x)
+                model, keep_float = explicit_norms(model, four_d=True)
             if recipe.precision == "int8":
-                program = self._quantize(program, x, recipe, calibration, keep_float)
+                model = self._quantize(model, example, recipe, calibration, keep_float)
+            program = self._export(model, x)
             edge = self._lower(program)
             delegation = delegation_counts(edge.exported_program().graph_module)
             self._serialize(edge, Path(out_path))
-        inputs, outputs = float_io(example, model.config.num_classes)
+        inputs, outputs = float_io(example, num_classes)
         return ConversionResult(inputs, outputs, {**delegation, "pte": self.inspect(out_path)})
 
     # -- steps -----------------------------------------------------------------------------------
@@ -136,31 +143,20 @@ class ExecuTorchBackend(Backend):
         return torch.export.export(model, (x,))
 
     @staticmethod
-    def _quantize(program, x, recipe: Recipe, calibration: np.ndarray, keep_float=()):
-        """PT2E: prepare with XNNPACKQuantizer -> calibrate on real images -> convert -> export.
-
-        Modules of the types in ``keep_float`` (the rewritten norms) stay fp32: quantizing a
-        LayerNorm's statistics costs accuracy and buys no speed.
-        """
-        import torch
+    def _quantize(model, example, recipe: Recipe, calibration: np.ndarray, keep_float=()):
+        """PT2E with XNNPACKQuantizer (symmetric, per-channel weights), calibrated on real
+        images; modules of the types in ``keep_float`` (the rewritten norms) stay fp32."""
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer, get_symmetric_quantization_config)
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        from lkca_edge.converters import _pt2e
 
         dynamic = recipe.option("mode") == "dynamic"
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(
             is_per_channel=bool(recipe.option("per_channel", True)), is_dynamic=dynamic))
         for module_type in keep_float:
-            quantizer.set_module_type(module_type, None)
-        prepared = prepare_pt2e(program.module(), quantizer)
-        if dynamic:
-            prepared(x)  # weight observers only; activations are quantized at run time
-        else:
-            if calibration is None or len(calibration) == 0:
-                raise UserError("static int8 needs calibration images")
-            for i in range(len(calibration)):  # the exported graph is batch 1
-                prepared(torch.from_numpy(np.ascontiguousarray(calibration[i:i + 1], np.float32)))
-        return torch.export.export(convert_pt2e(prepared), (x,))
+            quantizer.set_module_type(module_type, None)  # this quantizer takes the class
+        return _pt2e.quantize(model, example, quantizer, calibration, calibrated=recipe.calibrated)
 
     @staticmethod
     def _lower(program):
@@ -187,63 +183,6 @@ class ExecuTorchBackend(Backend):
         return {"size_bytes": path.stat().st_size, "pte_version": facts["version"],
                 "methods": sorted(facts["plans"]), "weight_bytes": facts["weight_bytes"],
                 **plan, "op_counts": _sorted(Counter(op_counts))}
-
-
-def delegable_norms(model):
-    """A copy of ``model`` whose LayerNorms and token mean XNNPACK can run, and their types.
-
-    XNNPACK has no LayerNorm, and its mean only averages the two innermost dims of a 4-D tensor
-    (keepdim), so ``aten.native_layer_norm`` and a mean over tokens fall back to portable
-    kernels. Written as 4-D means, sub, mul, rsqrt and add, the same function is delegated
-    whole. Numerically equal to the original within fp32 rounding (the fp32 gate checks it).
-    """
-    import torch
-    from torch import nn
-
-    from lkca_edge.models import TokenMean
-
-    class XnnpackLayerNorm(nn.Module):
-        def __init__(self, norm: nn.LayerNorm):
-            super().__init__()
-            self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
-
-        def forward(self, x):
-            x4 = x.reshape(-1, 1, x.shape[-1], 1)  # (rows, 1, D, 1): mean over (2, 3) = over D
-            centred = x4 - x4.mean(dim=(2, 3), keepdim=True)
-            var = (centred * centred).mean(dim=(2, 3), keepdim=True)
-            normed = (centred * torch.rsqrt(var + self.eps)).reshape(x.shape)
-            if self.weight is None:  # affine folded into the next Linear (form "fused")
-                return normed
-            return normed * self.weight + self.bias
-
-    class XnnpackTokenMean(nn.Module):
-        def forward(self, x):  # (N, T, D) -> (N, D, T, 1) -> mean over (2, 3)
-            return x.transpose(1, 2).unsqueeze(-1).mean(dim=(2, 3), keepdim=True).flatten(1)
-
-    def replace(child):
-        if isinstance(child, nn.LayerNorm) and len(child.normalized_shape) == 1:
-            return XnnpackLayerNorm(child)
-        return XnnpackTokenMean() if isinstance(child, TokenMean) else None
-
-    return rewrite_modules(model, replace), (XnnpackLayerNorm, XnnpackTokenMean)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """Run conversion with ``n`` intra-op threads, then restore the caller's setting.
-
-    Conversion is graph surgery and observers on tiny tensors: extra OpenMP threads buy nothing
-    and, on a busy machine, their spin-waits made PT2E calibration (HistogramObserver) 30x slower
-    (44 s instead of 1.3 s for 8 images on 2 shared cores).
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # -- delegation coverage ---------------------------------------------------------------------------

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.base import Backend, ConversionResult, Recipe, Runner, register_backend
+from lkca_edge.converters.base import (Backend, ConversionResult, Recipe, Runner, float_io,
+                                       register_backend)
 from lkca_edge.errors import UserError, first_line
-from lkca_edge.export import float_io
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 OPSET = 20
@@ -83,6 +83,8 @@ class OrtRunner(Runner):
 @register_backend
 class OnnxBackend(Backend):
     name = "onnx"
+    order = 3
+    aliases = ("ort", "onnxruntime")
     extension = ".onnx"
     install_hint = "onnx onnxscript onnxruntime"
     convert_modules = ("torch", "onnx", "onnxscript", "onnxruntime")
@@ -94,6 +96,9 @@ class OnnxBackend(Backend):
     # residual. Numbers: benchmarks/README.md, run of 2026-11-22.
     default_recipes = {"fp32": "fp32", "int8": "int8-dynamic"}
     runner_class = OrtRunner
+    tool_packages = ("onnx", "onnxscript", "onnxruntime", "torch")
+    runtime_distributions = {"onnxruntime": "onnxruntime"}
+    runtime_preload = (("onnxruntime",),)
 
     def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
         with tempfile.TemporaryDirectory() as work:

@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.base import (Backend, ConversionResult, Recipe, Runner, quiet, register_backend,
-                             rewrite_modules)
+from lkca_edge.converters.base import (Backend, ConversionResult, Recipe, Runner, io_spec,
+                                       register_backend)
 from lkca_edge.errors import BackendUnavailable, UserError, first_line
-from lkca_edge.export import io_spec
+from lkca_edge.logs import debug_enabled, quiet
 
 TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier at bytes 4..8 of every .tflite
-CALIBRATION_BATCH = 32      # images per PT2E calibration call
 
 RECIPES = {
     r.name: r for r in (
@@ -142,6 +141,8 @@ class LiteRTRunner(Runner):
 @register_backend
 class LiteRTBackend(Backend):
     name = "tflite"
+    order = 2
+    aliases = ("litert", "tfl", "ai-edge-litert")
     extension = ".tflite"
     install_hint = "litert-torch ai-edge-litert ai-edge-quantizer"
     convert_modules = ("torch", "litert_torch", "ai_edge_litert")
@@ -150,8 +151,12 @@ class LiteRTBackend(Backend):
     default_recipes = {"fp32": "fp32", "int8": "int8"}
     runner_class = LiteRTRunner
     tool_packages = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torch", "torchao")
+    runtime_distributions = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
+    runtime_preload = (("ai_edge_litert.interpreter", "tflite_runtime.interpreter"),)
 
     def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
+        from lkca_edge.converters._rewrites import explicit_norms
+
         tool = recipe.option("tool")
         _require_tool_modules(recipe)
         details: dict = {"tool": tool}
@@ -162,9 +167,7 @@ class LiteRTBackend(Backend):
         with tempfile.TemporaryDirectory() as work, _converter_progress_off(), _layout_hint(recipe):
             if tool == "pt2e":
                 quantizer = self._pt2e_quantizer(recipe, keep_float)
-                graph, batch = self._export(model, example, calibration)
-                graph = self._quantize_pt2e(graph, batch, quantizer, calibration, recipe)
-                details["calibration_batch"] = batch
+                graph = self._quantize_pt2e(model, example, quantizer, calibration, recipe)
                 edge = self._convert(graph, example, quantizer)
                 self._serialize(edge, out_path)
             elif tool == "ai-edge-quantizer":
@@ -180,56 +183,29 @@ class LiteRTBackend(Backend):
 
     # -- steps -----------------------------------------------------------------------------------
     @staticmethod
-    def _export(model, example: np.ndarray, calibration: np.ndarray):
-        """torch.export for PT2E, with a dynamic batch dimension so calibration runs in batches
-        (HistogramObserver costs ~0.2 s per call: 128 batch-1 calls dominate the conversion).
-        Falls back to the static batch-1 graph if the model cannot be exported that way."""
-        import torch
-
-        from torchao.quantization.pt2e import move_exported_model_to_eval
-
-        if len(calibration) >= 2:
-            try:
-                batch = torch.export.Dim("batch", min=1, max=max(2, len(calibration)))
-                program = torch.export.export(model, (torch.from_numpy(calibration[:2]),),
-                                              dynamic_shapes=({0: batch},))
-                return move_exported_model_to_eval(program.module()), CALIBRATION_BATCH
-            except Exception:  # data-dependent shapes etc.: calibrate one image at a time
-                pass
-        program = torch.export.export(model, (torch.from_numpy(example),))
-        return move_exported_model_to_eval(program.module()), 1
-
-    @staticmethod
     def _pt2e_quantizer(recipe: Recipe, keep_float: tuple = ()):
         """Symmetric per-channel PT2E; modules of the types in ``keep_float`` stay float."""
         from litert_torch.quantize.pt2e_quantizer import (PT2EQuantizer,
                                                           get_symmetric_quantization_config)
 
+        from lkca_edge.converters._rewrites import qualified_name
+
         config = get_symmetric_quantization_config(
             is_per_channel=True, is_dynamic=recipe.option("mode") == "dynamic")
         quantizer = PT2EQuantizer().set_global(config)
         for module_type in keep_float:
-            # torch.export records module types as "module.QualName" strings, which is what the
-            # quantizer's filter compares with (a class object would never match)
-            quantizer.set_module_type(f"{module_type.__module__}.{module_type.__qualname__}", None)
+            # this quantizer compares the "module.QualName" strings torch.export records
+            quantizer.set_module_type(qualified_name(module_type), None)
         return quantizer
 
     @staticmethod
-    def _quantize_pt2e(graph, batch: int, quantizer, calibration: np.ndarray, recipe: Recipe):
+    def _quantize_pt2e(model, example, quantizer, calibration: np.ndarray, recipe: Recipe):
         """prepare -> calibrate on the real images -> convert (quantize ops left unfolded, as
         litert-torch lowers them)."""
-        import torch
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from lkca_edge.converters import _pt2e
 
-        prepared = prepare_pt2e(graph, quantizer)
-        # Dynamic recipes observe only weights: one call is enough.
-        images = calibration if recipe.calibrated else calibration[:1]
-        with torch.no_grad():
-            for i in range(0, len(images), batch):
-                prepared(torch.from_numpy(images[i:i + batch]))
-        converted = convert_pt2e(prepared, fold_quantize=False)
-        converted.training = False  # an inference graph (litert-torch warns otherwise)
-        return converted
+        return _pt2e.quantize(model, example, quantizer, calibration,
+                              calibrated=recipe.calibrated, fold_quantize=False)
 
     @staticmethod
     def _convert(module, example: np.ndarray, quantizer=None):
@@ -296,44 +272,12 @@ class LiteRTBackend(Backend):
             raise UserError(f"{path} is not a TFLite model (no 'TFL3' flatbuffer identifier)")
 
 
-def explicit_norms(model):
-    """A copy of ``model`` whose LayerNorms are written as 7 plain ops (mean, sub, mul, mean,
-    add, rsqrt, mul, then the affine if any), and the module type to keep float in int8.
-
-    litert-torch lowers ``aten.layer_norm`` to 12 ops (the statistics as rank-1 tensors with
-    three reshapes, then x * r + (-mean * r)); the plain form is the same function in 7 (A/B:
-    ``benchmarks/int8_time_split.py``, recipe option ``explicit_norms=False`` for the lowered
-    one). Float in int8 graphs, like the lowered one (int8 statistics would cost accuracy).
-    """
-    import torch
-    from torch import nn
-
-    class LiteRTLayerNorm(nn.Module):
-        def __init__(self, norm: nn.LayerNorm):
-            super().__init__()
-            self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
-
-        def forward(self, x):
-            centred = x - x.mean(dim=-1, keepdim=True)
-            normed = centred * torch.rsqrt((centred * centred).mean(dim=-1, keepdim=True) + self.eps)
-            if self.weight is None:  # affine folded into the next Linear (form "fused")
-                return normed
-            return normed * self.weight + self.bias
-
-    def replace(child):
-        if isinstance(child, nn.LayerNorm) and len(child.normalized_shape) == 1:
-            return LiteRTLayerNorm(child)
-        return None
-
-    return rewrite_modules(model, replace), (LiteRTLayerNorm,)
-
-
 @contextlib.contextmanager
 def _converter_progress_off():
     """litert-torch prints a progress tree to stdout (rich); keep stdout clean unless debugging."""
     key = "LITERT_TORCH_SHOW_PROGRESS"
     saved = os.environ.get(key)
-    if os.environ.get("LKCA_EDGE_DEBUG") != "1":
+    if not debug_enabled():
         os.environ[key] = "n"
     try:
         yield

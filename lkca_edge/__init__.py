@@ -7,13 +7,14 @@ __version__ = "0.1.0"
 
 
 def create_model(name, checkpoint=None, pretrained=False, form=None, **overrides):
-    """Build a zoo model in eval mode (see ``lkca_edge.zoo.create_model``)."""
-    from lkca_edge.zoo import create_model as _create
+    """Build a zoo model in eval mode (see ``lkca_edge.builder.create_model``)."""
+    from lkca_edge.builder import create_model as _create
 
     return _create(name, checkpoint=checkpoint, pretrained=pretrained, form=form, **overrides)
 
 
 def list_models():
+    """Every zoo entry (``ModelSpec``: config, aliases, shipped weights)."""
     from lkca_edge.zoo import list_models as _list
 
     return _list()

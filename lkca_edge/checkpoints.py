@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from lkca_edge.errors import UserError
+from lkca_edge.errors import UserError, first_line
 from lkca_edge.fileio import write_bytes
-from lkca_edge.models import VisionTransformer
+from lkca_edge.models import VisionTransformer, build_model
 from lkca_edge.models_config import ModelConfig
 from lkca_edge.preprocessing import Preprocessing
 
@@ -42,25 +42,6 @@ OFFICIAL_PREPROCESSING = Preprocessing(
     image_size=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010))
 
 
-def build_model(name: str, config: ModelConfig, preprocessing: Preprocessing,
-                form: str | None = None) -> VisionTransformer:
-    """An untrained network with its zoo name and preprocessing attached, in eval mode."""
-    if config.family == "vit" and form is not None:
-        raise UserError(f"{name} is a softmax-attention ViT; --form applies only to LKCA models")
-    try:
-        # Initial weights are a function of the config alone (seed 0), so an untrained model
-        # and a seeded training run repeat exactly; the caller's global RNG is left alone.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = VisionTransformer(config, form=form)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    model.zoo_name = name
-    model.preprocessing = preprocessing
-    model.checkpoint_info = {}
-    return model.eval()
-
-
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint file safely -> {'format', 'state_dict', 'config'?, 'preprocessing'?, ...}."""
     path = Path(path)
@@ -78,7 +59,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle with code, random bytes, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 200)
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             first = "it holds Python objects other than tensors, which are refused for safety"
         raise UserError(f"{path} is not a readable checkpoint ({first[:200]})") from None

@@ -32,11 +32,26 @@ def unknown_name(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> Us
     return UserError(f"unknown {kind} {name!r}{hint} (valid: {', '.join(valid)})")
 
 
+def printable(text: str, limit: int | None = None) -> str:
+    """``text`` with every non-printable character (ESC, newline, NUL, ...) shown as '?'."""
+    out = "".join(c if c.isprintable() else "?" for c in str(text))
+    return out if limit is None else out[:limit]
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """One printable line of an exception (parsers quote the random bytes they choked on)."""
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
-    return "".join(c if c.isprintable() else "?" for c in line)[:limit]
+    return printable(line, limit)
+
+
+def describe_exception(exc: BaseException, limit: int = 500) -> str:
+    """One line for an error report: a UserError's own message, else 'TypeName: first line'."""
+    if isinstance(exc, UserError):
+        return first_line(exc, limit)
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return printable(f"{type(exc).__name__}: {line}" if line else type(exc).__name__, limit)
 
 
 class Interrupted(KeyboardInterrupt):

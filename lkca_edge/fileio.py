@@ -17,7 +17,8 @@ from typing import Iterator
 from lkca_edge.errors import DiskFull, UserError
 
 
-def _describe_os_error(exc: OSError, path: Path) -> UserError:
+def describe_os_error(exc: OSError, path: Path) -> UserError:
+    """One clear line for an OSError while writing ``path`` (a full disk is ``DiskFull``)."""
     if exc.errno == errno.ENOSPC or exc.errno == errno.EFBIG:
         return DiskFull(f"no space left while writing {path} ({exc.strerror}); free some space and retry")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -31,7 +32,7 @@ def ensure_dir(path: str | Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _describe_os_error(exc, path) from None
+        raise describe_os_error(exc, path) from None
     if not os.access(path, os.W_OK):
         raise UserError(f"output directory {path} is not writable; choose another with --out")
     return path
@@ -60,7 +61,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as exc:
         _remove(tmp)
-        raise _describe_os_error(exc, path) from None
+        raise describe_os_error(exc, path) from None
     except BaseException:
         _remove(tmp)
         raise

@@ -10,26 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
-from importlib import metadata
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from lkca_edge.errors import UserError
 from lkca_edge.fileio import write_json
 
 SCHEMA = "lkca-edge-manifest/1"
-TOOL_PACKAGES = ("lkca-edge", "torch", "executorch", "coremltools", "litert-torch", "ai-edge-litert",
-                 "ai-edge-quantizer", "onnx", "onnxruntime", "onnxscript", "torchao", "numpy")
-
-
-def tool_versions(packages=TOOL_PACKAGES) -> dict[str, str | None]:
-    out = {}
-    for pkg in packages:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def sha256_of(path: str | Path) -> str:
@@ -77,7 +64,6 @@ class Manifest:
     validation: dict | None = None
     params: int = 0
     macs: int = 0
-    extra: dict = field(default_factory=dict)
 
     @staticmethod
     def path_for(artifact: str | Path) -> Path:
@@ -131,24 +117,6 @@ def verify_artifact(artifact: str | Path, manifest: Manifest) -> None:
         raise UserError(f"{artifact} does not match its manifest (sha256 {actual[:12]}... != "
                         f"{manifest.sha256[:12]}...): the file changed since export; "
                         f"re-export it or pass --no-verify")
-
-
-def open_artifact(path: str | Path, verify: bool = True):
-    """(artifact path, manifest, backend) of an exported artifact, checked in one order for
-    every command: it exists -> its manifest reads -> the manifest's backend is known -> the file
-    looks like that backend's artifact -> (``verify``) its bytes match the manifest's sha256.
-    Each failure is one UserError line."""
-    from converters import get_backend
-
-    artifact = Path(path)
-    if not artifact.exists():
-        raise UserError(f"artifact not found: {artifact}")
-    manifest = read_manifest(artifact)
-    backend = get_backend(manifest.backend)
-    backend.check_artifact_file(artifact)
-    if verify:
-        verify_artifact(artifact, manifest)
-    return artifact, manifest, backend
 
 
 def now_iso() -> str:

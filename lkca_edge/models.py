@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lkca_edge.errors import UserError
 from lkca_edge.forms import LKCA_FORMS
 from lkca_edge.models_config import ModelConfig, count_macs
-
 
 
 def kernel_index(grid: int) -> torch.Tensor:
@@ -232,6 +232,25 @@ class VisionTransformer(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def build_model(name: str, config: ModelConfig, preprocessing,
+                form: str | None = None) -> VisionTransformer:
+    """An untrained network with its zoo name and preprocessing attached, in eval mode."""
+    if config.family == "vit" and form is not None:
+        raise UserError(f"{name} is a softmax-attention ViT; --form applies only to LKCA models")
+    try:
+        # Initial weights are a function of the config alone (seed 0), so an untrained model
+        # and a seeded training run repeat exactly; the caller's global RNG is left alone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = VisionTransformer(config, form=form)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    model.zoo_name = name
+    model.preprocessing = preprocessing
+    model.checkpoint_info = {}
+    return model.eval()
 
 
 # -- the fused deployment form ----------------------------------------------------------------

@@ -5,15 +5,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lkca_edge.checkpoints import save_checkpoint
-from lkca_edge.data import Dataset, load_dataset
-from lkca_edge.fileio import ensure_dir, write_json
+from lkca_edge.data import Dataset
+from lkca_edge.evaluation import evaluate
 from lkca_edge.progress import progress
 
 
@@ -39,17 +37,6 @@ class TrainResult:
     best_val_accuracy: float = float("nan")
     wall_seconds: float = 0.0
     config: dict = field(default_factory=dict)
-
-
-def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
-    """Top-1 accuracy (0..1) of a torch model on preprocessed arrays."""
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            logits = model(torch.from_numpy(x[i:i + batch_size]))
-            correct += int((logits.argmax(1).numpy() == y[i:i + batch_size]).sum())
-    return correct / max(1, len(x))
 
 
 def _shift(batch: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
@@ -118,31 +105,3 @@ def train(model: torch.nn.Module, data: Dataset, cfg: TrainConfig, show_progress
     result.test_accuracy = evaluate(model, data.test_x, data.test_y)
     result.wall_seconds = time.perf_counter() - start
     return result
-
-
-def train_command(model_name: str, dataset: str, out: str | Path, cfg: TrainConfig,
-                  checkpoint: str | None = None, show_progress: bool = True, **overrides) -> dict:
-    """``lkca-edge train``: build (or resume from a checkpoint), train, write checkpoint + metrics."""
-    from lkca_edge.zoo import DIGITS_PREPROCESSING, create_model
-
-    model = create_model(model_name, checkpoint=checkpoint, **overrides)
-    if checkpoint is None and dataset == "digits":
-        model.preprocessing = DIGITS_PREPROCESSING.__class__.from_dict(
-            {**DIGITS_PREPROCESSING.to_dict(), "image_size": model.config.image_size})
-    data = load_dataset(dataset, model.preprocessing)
-    if model.config.num_classes != len(data.labels):
-        from lkca_edge.errors import UserError
-        raise UserError(f"{model_name} has {model.config.num_classes} classes but {dataset} has "
-                        f"{len(data.labels)}; pass --num-classes {len(data.labels)}")
-    model.preprocessing = model.preprocessing.__class__.from_dict(
-        {**model.preprocessing.to_dict(), "labels": list(data.labels)})
-    out = ensure_dir(out)
-    result = train(model, data, cfg, show_progress=show_progress)
-    metrics = asdict(result)
-    ckpt_path = Path(out) / f"{model.zoo_name}-{data.name.split(':')[0]}.pt"
-    save_checkpoint(model, ckpt_path, dataset=dataset, metrics={
-        "test_accuracy": result.test_accuracy, "best_val_accuracy": result.best_val_accuracy,
-        "epochs": cfg.epochs, "wall_seconds": result.wall_seconds})
-    metrics["checkpoint"] = str(ckpt_path)
-    write_json(Path(out) / "metrics.json", metrics)
-    return metrics

@@ -2,7 +2,8 @@
 
 A zoo entry is data (a ``ModelConfig``, aliases, weights with their metadata) plus one builder,
 in the manner of timm's ``register_model`` and torchvision's weight enums. This module imports
-no torch at import time, so ``lkca-edge zoo`` and ``--help`` stay instant.
+no torch at all, so ``lkca-edge zoo`` and ``--help`` stay instant; ``lkca_edge.builder`` builds
+the networks.
 """
 
 from __future__ import annotations
@@ -130,29 +131,6 @@ def resolve_config(spec_config: ModelConfig, **overrides) -> ModelConfig:
     return config
 
 
-def create_model(name: str, checkpoint: str | Path | None = None, pretrained: bool | str = False,
-                 form: str | None = None, **overrides):
-    """Build a zoo model in eval mode; input (N, C, H, W) float32, output logits.
-
-    ``checkpoint`` loads weights from a file (this toolkit's format, or the paper's official
-    trainer's, detected by itself); ``pretrained=True`` (or a tag) loads the weights the zoo
-    ships. ``form`` picks the LKCA operator form (conv, toeplitz, frozen, frozen-linear, fused).
-    The model's ``preprocessing`` attribute says how images must be prepared for it.
-    """
-    from lkca_edge.checkpoints import build_from_checkpoint, build_model
-
-    spec = get_spec(name)
-    if checkpoint is not None and pretrained:
-        raise UserError("give either a checkpoint or pretrained weights, not both")
-    if pretrained:
-        checkpoint = spec.get_weights(pretrained).path
-    if checkpoint is not None:
-        return build_from_checkpoint(spec, checkpoint, form=form, **overrides)
-    config = resolve_config(spec.config, **overrides)
-    prep = Preprocessing(image_size=config.image_size)
-    return build_model(spec.name, config, prep, form=form)
-
-
 def _lkca(name: str, dim: int, depth: int, mlp_ratio: int = 2, aliases: tuple[str, ...] = (),
           weights: tuple[Weights, ...] = ()) -> ModelSpec:
     return register_model(ModelSpec(
@@ -191,4 +169,4 @@ _vit("vit-4m", 264, 7, 8)
 _vit("vit-8m", 312, 10, 8)
 
 
-__all__ = ["ModelSpec", "Weights", "register_model", "list_models", "get_spec", "create_model"]
+__all__ = ["ModelSpec", "Weights", "register_model", "list_models", "get_spec", "resolve_config"]

@@ -1,41 +1,24 @@
-"""Device profiles (YAML data in profiles/devices/) and the per-backend profilers.
+"""Device profiles (YAML data in ``devices/``) and the profilers (installed as
+``lkca_edge.profiles``).
 
-``profile_artifact(path, device="host", ...) -> ProfileResult`` is the Python API (what
-``lkca-edge profile`` and the bench call); ``load_profiles()`` / ``get_profile(name)`` read the
-device profiles. Importing this package is light (no torch, no runtime): the measuring child
-process ``python -m profiles.measure`` imports it too.
+``devices`` reads the profiles, ``local`` measures an artifact on this host in a child process
+(``python -m lkca_edge.profiles.measure``), ``adb`` runs one on an Android phone; ``schema`` is
+the ``ProfileResult`` they all return. Importing this package is light (no torch, no runtime).
+``lkca_edge.pipelines.profile.profile_artifact`` chooses between them.
 """
 
-from profiles.schema import LatencyStats, ProfileResult
+from lkca_edge.profiles.schema import LatencyStats, ProfileResult
 
-__all__ = ["DeviceProfile", "LatencyStats", "ProfileResult", "get_profile", "load_profiles",
-           "profile_artifact"]
-
-
-def profile_artifact(path, device="host", threads=None, runs=100, warmup=10, verify=True,
-                     profiles_dir=None, **options) -> ProfileResult:
-    """Profile an exported artifact for a device profile (see ``profiles.profiler``)."""
-    from profiles.profiler import profile_artifact as _profile
-
-    return _profile(path, device=device, threads=threads, runs=runs, warmup=warmup, verify=verify,
-                    profiles_dir=profiles_dir, **options)
+__all__ = ["LatencyStats", "ProfileResult", "get_profile", "load_profiles"]
 
 
 def load_profiles(profiles_dir=None):
-    from profiles.devices import load_profiles as _load
+    from lkca_edge.profiles.devices import load_profiles as _load
 
     return _load(profiles_dir)
 
 
 def get_profile(name, profiles_dir=None):
-    from profiles.devices import get_profile as _get
+    from lkca_edge.profiles.devices import get_profile as _get
 
     return _get(name, profiles_dir)
-
-
-def __getattr__(name):
-    if name == "DeviceProfile":
-        from profiles.devices import DeviceProfile
-
-        return DeviceProfile
-    raise AttributeError(f"module 'profiles' has no attribute {name!r}")

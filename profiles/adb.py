@@ -255,8 +255,8 @@ def runner_kind(runner: Path, backend: str) -> str:
 
 def profile_over_adb(artifact: Path, manifest, profile, runner, threads, runs, warmup, op_runs,
                      serial, timeout, base: dict):
-    from profiles.profiler import make_verdict
-    from profiles.schema import LatencyStats, ProfileResult
+    from lkca_edge.budgets import make_verdict
+    from lkca_edge.profiles.schema import LatencyStats, ProfileResult
 
     if profile.os != "android":
         raise UserError(f"--adb profiles Android phones; {profile.name} is {profile.os} "
@@ -304,7 +304,7 @@ def profile_over_adb(artifact: Path, manifest, profile, runner, threads, runs, w
             if manifest.inputs and manifest.inputs[0].get("dtype") == "float32":
                 import tempfile
 
-                from profiles.profiler import prepare_inputs
+                from lkca_edge.profiles.local import prepare_inputs
 
                 with tempfile.TemporaryDirectory() as tmp:
                     import numpy as np

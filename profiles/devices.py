@@ -1,6 +1,6 @@
 """Device profiles: one YAML file per target, parsed into a typed, strict ``DeviceProfile``.
 
-Built-in profiles live in ``profiles/devices/*.yaml``. More directories come from
+Built-in profiles live in ``profiles/devices/*.yaml`` (installed in ``lkca_edge.profiles``). More directories come from
 ``--profiles-dir`` and from the environment variable ``LKCA_EDGE_PROFILES`` (a list separated by
 ``os.pathsep``). A user profile with the name of a built-in replaces it; the listing says where
 each one came from.
@@ -17,6 +17,7 @@ import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from lkca_edge.converters import PRECISIONS, backend_names
 from lkca_edge.errors import UserError, unknown_name
 
 ENV_VAR = "LKCA_EDGE_PROFILES"
@@ -24,8 +25,6 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "devices"
 
 OS_NAMES = ("android", "ios", "linux", "macos")
 APPLE_OS = ("ios", "macos")
-BACKENDS = ("executorch", "coreml", "tflite", "onnx")      # converters/<name>.py
-PRECISIONS = ("fp32", "fp16", "int8")
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 # Every number and the CPU description need a source note.
 SOURCED = ("cpu", "threads", "ram_budget_mb", "latency_budget_ms", "accuracy_gate")
@@ -121,7 +120,7 @@ def parse_profile(data, source: str | Path) -> DeviceProfile:
     if threads != "all" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise bad("threads", f"must be a positive integer or \"all\", got {threads!r}")
 
-    backends = names("backends", BACKENDS)
+    backends = names("backends", tuple(backend_names()))
     if "coreml" in backends and os_name not in APPLE_OS:
         raise bad("backends", f"coreml runs only on Apple devices (os is {os_name!r})")
 

@@ -1,4 +1,4 @@
-"""The measuring child process: ``python -m profiles.measure REQUEST.json RESULT.json``.
+"""The measuring child process: ``python -m lkca_edge.profiles.measure REQUEST.json RESULT.json``.
 
 It runs in a fresh interpreter so that its peak RSS is its own, it pins itself to the first N
 cores before any runtime starts a thread pool, and it imports only numpy, the backend module and
@@ -59,41 +59,17 @@ def pin_cpus(cpus: list[int]) -> list[int] | None:
     return sorted(os.sched_getaffinity(0))
 
 
-RUNTIME_DISTRIBUTIONS = {"onnxruntime": "onnxruntime", "ai_edge_litert": "ai-edge-litert",
-                         "tflite_runtime": "tflite-runtime", "executorch": "executorch",
-                         "coremltools": "coremltools"}
+def _versions(backend, runtime_module: str | None) -> dict:
+    from lkca_edge.versions import package_version, tool_versions
 
-
-def _versions(runtime_module: str | None) -> dict:
-    from importlib import metadata
-
-    import numpy
-
-    out = {"python": sys.version.split()[0], "numpy": numpy.__version__}
-    try:
-        out["lkca-edge"] = metadata.version("lkca-edge")
-    except metadata.PackageNotFoundError:
-        from lkca_edge import __version__
-
-        out["lkca-edge"] = __version__
+    out = tool_versions(("lkca-edge", "numpy"), python=True)
     if runtime_module:
-        dist = RUNTIME_DISTRIBUTIONS.get(runtime_module.split(".")[0], runtime_module)
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = getattr(sys.modules.get(runtime_module), "__version__", None)
+        top = runtime_module.split(".")[0]
+        dist = backend.runtime_distributions.get(top, top)
+        out[dist] = package_version(dist) or getattr(sys.modules.get(top), "__version__", None)
     return out
 
 
-# What each backend's Runner imports when it loads, in groups: the first importable module of
-# each group is imported before timing, so load_ms times the model, not the library. Backends not
-# listed fall back to Backend.runtime_modules.
-RUNTIME_PRELOAD = {
-    "onnx": (("onnxruntime",),),
-    "tflite": (("ai_edge_litert.interpreter", "tflite_runtime.interpreter"),),
-    "executorch": (("executorch.extension.pybindings.portable_lib",), ("executorch.runtime",)),
-    "coreml": (("coremltools",),),
-}
 HEAVY = ("torch", "tensorflow", "executorch", "onnx", "onnxruntime", "ai_edge_litert",
          "tflite_runtime", "coremltools", "sklearn", "scipy")
 
@@ -111,7 +87,7 @@ def _import_runtime(backend) -> tuple[str | None, float]:
     """Import the runtime the Runner will use; returns (module, milliseconds)."""
     import importlib
 
-    groups = RUNTIME_PRELOAD.get(backend.name) or (tuple(backend.runtime_modules),)
+    groups = backend.runtime_preload or (tuple(backend.runtime_modules),)
     first, t0 = None, time.perf_counter()
     for group in groups:
         for name in group:
@@ -142,7 +118,7 @@ def measure(req: dict) -> dict:
 
     import numpy as np
 
-    from converters import get_backend
+    from lkca_edge.converters import get_backend
     from lkca_edge.errors import UserError
 
     backend = get_backend(req["backend"])
@@ -210,7 +186,9 @@ def measure(req: dict) -> dict:
         try:
             ops = runner.operator_profile(batches[0], runs=int(req["op_runs"])) or []
         except Exception as exc:  # an op profiler failing must not lose the latency figures
-            ops_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            from lkca_edge.errors import describe_exception
+
+            ops_error = describe_exception(exc)
 
     return {
         "latency_ms": latency_stats(times),
@@ -236,7 +214,7 @@ def measure(req: dict) -> dict:
         "heavy_modules": measured_modules,
         "modules_after_hooks": heavy_modules(),
         "imported_during_load": imported_during_load,
-        "versions": _versions(runtime_module),
+        "versions": _versions(backend, runtime_module),
         "pid": os.getpid(),
     }
 
@@ -244,22 +222,19 @@ def measure(req: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        print("usage: python -m profiles.measure REQUEST.json RESULT.json", file=sys.stderr)
+        print("usage: python -m lkca_edge.profiles.measure REQUEST.json RESULT.json", file=sys.stderr)
         return 2
     req_path, out_path = argv
     with open(req_path, encoding="utf-8") as fh:
         req = json.load(fh)
-    from lkca_edge.errors import UserError
+    from lkca_edge.errors import UserError, describe_exception
 
     try:
         result, code = measure(req), 0
     except UserError as exc:
         result, code = {"error": str(exc), "kind": "user"}, 2
     except Exception as exc:  # reported by the parent as one line
-        text = str(exc).strip()
-        result = {"error": f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:500],
-                  "kind": "internal"}
-        code = 1
+        result, code = {"error": describe_exception(exc), "kind": "internal"}, 1
     tmp = out_path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(result, fh)

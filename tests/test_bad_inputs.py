@@ -61,7 +61,7 @@ def test_subset_names_real_cases(harness, fixtures):
 
 
 def _coreml_converter() -> bool:
-    from converters import get_backend
+    from lkca_edge.converters import get_backend
 
     return get_backend("coreml").available() is None
 

@@ -31,7 +31,7 @@ PRECISIONS = ["fp32", "int8"]
 
 
 def _installed(name: str) -> bool:
-    from converters import get_backend
+    from lkca_edge.converters import get_backend
 
     try:
         return get_backend(name).available() is None
@@ -74,7 +74,7 @@ def results(bench):
 
 
 def _runnable(backend: str) -> bool:
-    from converters import get_backend
+    from lkca_edge.converters import get_backend
 
     return get_backend(backend).runnable() is None
 

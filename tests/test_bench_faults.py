@@ -33,7 +33,7 @@ FINAL = ("results.json", "results.csv", "report.md", "report.html")
 
 
 def _installed(name: str) -> bool:
-    from converters import get_backend
+    from lkca_edge.converters import get_backend
 
     try:
         b = get_backend(name)
@@ -318,46 +318,46 @@ def test_stale_lock_is_taken_over(tmp_path):
 
 
 def test_lock_staleness_rules(tmp_path):
-    from lkca_edge.bench import RunLock, _proc_start
+    from lkca_edge.bench.lock import PidLock, proc_start
     from lkca_edge.errors import UserError
 
     notes: list[str] = []
     # a reused PID: alive, but not the process that wrote the lock
     _write_lock(tmp_path, pid=os.getppid(), proc_start="1")
-    with RunLock(tmp_path).acquire(notes.append) as lock:
+    with PidLock(tmp_path / '.lock').acquire(notes.append) as lock:
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
     assert "now belongs to another process" in notes[-1] and not (tmp_path / ".lock").exists()
     # a lock written before the last reboot
     _write_lock(tmp_path, pid=os.getppid(), boot_id="not-this-boot")
-    RunLock(tmp_path).acquire(notes.append).release()
+    PidLock(tmp_path / '.lock').acquire(notes.append).release()
     assert "before this host last rebooted" in notes[-1]
     # garbage: refused while fresh (someone is writing it), taken over once old
     (tmp_path / ".lock").write_text("")
     with pytest.raises(UserError, match="being created"):
-        RunLock(tmp_path).acquire(notes.append)
+        PidLock(tmp_path / '.lock').acquire(notes.append)
     old = time.time() - 60
     os.utime(tmp_path / ".lock", (old, old))
-    RunLock(tmp_path).acquire(notes.append).release()
+    PidLock(tmp_path / '.lock').acquire(notes.append).release()
     assert "unreadable" in notes[-1]
     # the same process and start time: live
-    _write_lock(tmp_path, pid=os.getpid(), proc_start=_proc_start(os.getpid()))
-    with pytest.raises(UserError, match="another lkca-edge bench"):
-        RunLock(tmp_path).acquire(notes.append)
+    _write_lock(tmp_path, pid=os.getpid(), proc_start=proc_start(os.getpid()))
+    with pytest.raises(UserError, match="another lkca-edge process"):
+        PidLock(tmp_path / '.lock').acquire(notes.append)
     # release() never removes somebody else's lock
     (tmp_path / ".lock").unlink()
-    mine = RunLock(tmp_path).acquire()
+    mine = PidLock(tmp_path / '.lock').acquire()
     theirs = _write_lock(tmp_path, pid=os.getppid())
     mine.release()
     assert theirs.exists()
 
 
 def _race(path: str, barrier, results) -> None:
-    from lkca_edge.bench import RunLock
+    from lkca_edge.bench.lock import PidLock
     from lkca_edge.errors import UserError
 
     barrier.wait()
     try:
-        lock = RunLock(Path(path)).acquire()
+        lock = PidLock(Path(path) / '.lock').acquire()
     except UserError:
         results.put("refused")
         return

@@ -44,13 +44,12 @@ def artifact(tmp_path_factory, lkca1m, digits):
     """lkca-1m exported to ONNX fp32, validated on held-out digits."""
     import copy
 
-    from lkca_edge.export import ExportRequest, export_model
+    from lkca_edge.pipelines.export import ExportRequest, export_model
 
     req = ExportRequest(model="lkca-1m", backend="onnx", precision="fp32",
                         out=str(tmp_path_factory.mktemp("classify-artifact")), validation_limit=120)
     # a copy: export switches the model's operator form, the session fixture stays as it is
-    return export_model(req, model=copy.deepcopy(lkca1m), dataset=digits,
-                        log=lambda *a: None).artifact
+    return export_model(req, model=copy.deepcopy(lkca1m), dataset=digits).artifact
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +185,7 @@ def test_missing_image_and_directory(artifact, tmp_path):
 
 
 def test_softmax_is_stable():
-    from apps.classify import softmax
+    from lkca_edge.apps.classify import softmax
 
     p = softmax(np.array([[1000.0, 999.0, -1000.0]]))
     assert np.isfinite(p).all() and p.sum() == pytest.approx(1.0) and p[0, 0] > p[0, 1]

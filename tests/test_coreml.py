@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from converters import get_backend
+from lkca_edge.converters import get_backend
 from lkca_edge.errors import BackendUnavailable, UserError
-from lkca_edge.export import ExportRequest, export_model, rebuild_source_model
+from lkca_edge.builder import rebuild_source_model
+from lkca_edge.pipelines.export import ExportRequest, export_model
 
 BACKEND = get_backend("coreml")
 REASON = BACKEND.runnable()  # None on macOS
@@ -26,8 +27,7 @@ LKCA1M_LINEAR = 1 + 9 * 4 + 1
 
 
 def _export(out, dataset=None, **kw):
-    return export_model(ExportRequest(backend="coreml", out=str(out), **kw), dataset=dataset,
-                        log=lambda *a: None)
+    return export_model(ExportRequest(backend="coreml", out=str(out), **kw), dataset=dataset)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,8 @@ def test_64px_config_and_vit_baseline_convert(export_dir, name, overrides, size)
 def test_prediction_matches_source(exports, digits):
     if REASON is not None:
         pytest.skip(REASON)
-    from lkca_edge.validation import reference_logits, validate_logits
+    from lkca_edge.evaluation import reference_logits
+    from lkca_edge.gates import validate_logits
 
     x, y = digits.test_x[:100], digits.test_y[:100]
     for precision, res in exports.items():

@@ -209,8 +209,8 @@ def test_own_checkpoint_roundtrip_carries_preprocessing(tmp_path, lkca1m):
     ckpt = read_checkpoint(path)
     assert ckpt["preprocessing"] == lkca1m.preprocessing
     assert ckpt["preprocessing"].labels == tuple(str(i) for i in range(10))
-    # the session's model may have been switched to another form by an export: compare like forms
-    again = create_model("lkca-1m", checkpoint=path, form=lkca1m.form)
+    assert lkca1m.form == "conv"  # exports work on copies: the session's model is never changed
+    again = create_model("lkca-1m", checkpoint=path)
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
                                                  lkca1m.state_dict().values()))
     x = torch.randn(1, 3, 32, 32)
@@ -256,10 +256,24 @@ def test_checkpoint_that_runs_code_is_refused(tmp_path):
 
 
 def test_shipped_weights_are_trained(lkca1m, digits):
-    from lkca_edge.train import evaluate
+    from lkca_edge.evaluation import evaluate
 
     accuracy = evaluate(lkca1m, digits.test_x, digits.test_y)
     assert accuracy >= 0.95
     # The zoo's metadata states what the weights really score.
     assert get_spec("lkca-1m").get_weights("digits").test_accuracy == pytest.approx(accuracy, abs=5e-4)
     assert lkca1m.preprocessing == get_spec("lkca-1m").get_weights("digits").preprocessing
+
+
+def test_export_model_never_changes_the_callers_model(tmp_path, lkca1m, digits):
+    """export_model picks the fused form for its copy; the model passed in keeps its form and
+    weights."""
+    from lkca_edge.pipelines.export import ExportRequest, export_model
+
+    before = {k: v.clone() for k, v in lkca1m.state_dict().items()}
+    req = ExportRequest(model="lkca-1m", backend="onnx", precision="fp32", out=str(tmp_path),
+                        validation_limit=8)
+    result = export_model(req, model=lkca1m, dataset=digits)
+    assert result.manifest.form == "fused"
+    assert lkca1m.form == "conv" and lkca1m.export_module() is lkca1m
+    assert all(torch.equal(before[k], v) for k, v in lkca1m.state_dict().items())

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from converters import get_backend
+from lkca_edge.converters import get_backend
 from lkca_edge import create_model
 from lkca_edge.errors import UserError
-from lkca_edge.export import ExportRequest, export_model
+from lkca_edge.pipelines.export import ExportRequest, export_model
 
 
 def _export(lkca1m, digits, out, **kw):
@@ -101,7 +101,7 @@ def test_official_format_checkpoint_exports_like_ours(tmp_path, lkca1m, digits):
     # (and recorded), so the same weights see the digits normalised that way.
     from lkca_edge.checkpoints import OFFICIAL_PREPROCESSING
     from lkca_edge.data import load_dataset
-    from lkca_edge.train import evaluate
+    from lkca_edge.evaluation import evaluate
 
     assert manifest["preprocessing"]["mean"] == list(OFFICIAL_PREPROCESSING.mean)
     data = load_dataset("digits", OFFICIAL_PREPROCESSING)

@@ -77,7 +77,7 @@ _GOOD_PROFILE = yaml.safe_load((Path(__file__).parents[1] / "profiles/devices/ra
        value=st.one_of(st.none(), st.integers(-3, 10**6), st.floats(allow_nan=True), st.text(max_size=6),
                        st.lists(st.text(max_size=6), max_size=3), st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2)))
 def test_profile_parser_names_file_and_field(key, value):
-    from profiles.devices import parse_profile
+    from lkca_edge.profiles.devices import parse_profile
 
     data = dict(_GOOD_PROFILE, **{key: value})
     try:
@@ -130,8 +130,8 @@ def test_out_path_that_is_a_file(tmp_path):
 @pytest.fixture(scope="module")
 def real_artifacts(tmp_path_factory, lkca1m, digits):
     """One real fp32 artifact per runnable backend (exported without validation, for speed)."""
-    from converters import get_backend
-    from lkca_edge.export import ExportRequest, export_model
+    from lkca_edge.converters import get_backend
+    from lkca_edge.pipelines.export import ExportRequest, export_model
 
     out = tmp_path_factory.mktemp("fuzz")
     arts = {}
@@ -166,7 +166,7 @@ def _mutations(data: bytes, n: int, seed: int):
 @pytest.mark.parametrize("backend", ["onnx", "tflite", "executorch"])
 def test_mutated_artifacts_never_kill_the_cli(real_artifacts, digits, tmp_path, backend):
     from lkca_edge.isolation import run_isolated
-    from lkca_edge.validation import run_artifact
+    from lkca_edge.pipelines.artifacts import run_artifact
 
     if backend not in real_artifacts:
         pytest.skip(f"{backend} is not available here")
@@ -191,8 +191,8 @@ def test_mutated_artifacts_never_kill_the_cli(real_artifacts, digits, tmp_path, 
 # -- soak ------------------------------------------------------------------------------------------
 
 def _soak(backend: str, path: str, images: np.ndarray, n: int) -> list[tuple[int, float]]:
-    from converters import get_backend
-    from profiles.measure import current_rss_mb
+    from lkca_edge.converters import get_backend
+    from lkca_edge.profiles.measure import current_rss_mb
 
     runner = get_backend(backend).load(path, threads=1)
     samples = []

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters import get_backend
+from lkca_edge.converters import get_backend
 from lkca_edge.errors import GateFailed, UserError
-from lkca_edge.export import ExportRequest, export_model
+from lkca_edge.pipelines.export import ExportRequest, export_model
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def test_runner_maps_float_images_to_float_logits(int8_export, fp32_export, digi
 def test_load_and_run_do_not_import_torch(fp32_export):
     """Boards may have only the LiteRT runtime: load, run and inspect stay torch-free."""
     path = str(fp32_export.artifact)
-    code = ("import sys, numpy as np; from converters import get_backend; "
+    code = ("import sys, numpy as np; from lkca_edge.converters import get_backend; "
             f"b = get_backend('tflite'); r = b.load({path!r}); "
             "r(np.zeros((1, 3, 32, 32), np.float32)); "
             f"b.inspect({path!r}); "

@@ -91,8 +91,8 @@ def print_summary(outcome) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from apps.report import BEST, notes_list, summary_table
-    from lkca_edge.results import ship_line
+    from lkca_edge.apps.report import BEST, notes_list, summary_table
+    from lkca_edge.results.analysis import ship_line
 
     results = outcome.results
     console = Console()

@@ -18,7 +18,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from apps.classify import classify, format_predictions
+    from lkca_edge.apps.classify import classify, format_predictions
 
     preds = classify(args.images, args.artifact, top_k=args.top_k, threads=args.threads,
                      verify=not args.no_verify)

@@ -24,17 +24,6 @@ def model_overrides(args) -> dict:
             "num_classes": args.num_classes}
 
 
-def build_model_from(name: str, checkpoint: str | None, overrides: dict, form: str | None = None):
-    """The named zoo model from ``checkpoint``, else its shipped weights when it has some."""
-    from lkca_edge.zoo import create_model, get_spec
-
-    spec = get_spec(name)
-    pretrained = checkpoint is None and bool(spec.weights)
-    if pretrained and any(overrides.get(k) is not None for k in ("image_size", "patch_size", "num_classes")):
-        pretrained = False  # the shipped weights are for the default config only
-    return create_model(name, checkpoint=checkpoint, pretrained=pretrained, form=form, **overrides)
-
-
 def print_json(obj) -> None:
     json.dump(obj, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from profiles.devices import load_profiles
+    from lkca_edge.profiles.devices import load_profiles
 
     profiles = load_profiles(args.profiles_dir)
     if args.json:

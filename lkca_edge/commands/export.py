@@ -24,7 +24,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from lkca_edge.export import ExportRequest, export_model
+    from lkca_edge.pipelines.export import ExportRequest, export_model
 
     req = ExportRequest(
         model=args.model, backend=args.backend, precision=args.precision, recipe=args.recipe,

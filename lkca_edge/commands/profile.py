@@ -30,7 +30,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from profiles.profiler import profile_artifact
+    from lkca_edge.pipelines.profile import profile_artifact
 
     result = profile_artifact(args.artifact, device=args.device, threads=args.threads,
                               runs=args.runs, warmup=args.warmup, verify=not args.no_verify,

@@ -30,7 +30,7 @@ def run(args) -> int:
         check_form(args.form)
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
         raise UserError("--epochs and --batch-size must be positive and --lr above 0")
-    from lkca_edge.train import TrainConfig, train_command
+    from lkca_edge.pipelines.train import TrainConfig, train_command
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       threads=args.threads)

@@ -18,7 +18,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from lkca_edge.commands.common import print_json
-    from lkca_edge.validation import validate_artifact
+    from lkca_edge.pipelines.validate import validate_artifact
 
     result = validate_artifact(args.artifact, dataset=args.dataset, limit=args.limit,
                                threads=args.threads, verify=not args.no_verify)

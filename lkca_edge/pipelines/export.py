@@ -6,15 +6,16 @@ validation gate, so a silently wrong model is never left looking like a success.
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from lkca_edge.errors import GateFailed, UserError
 from lkca_edge.fileio import atomic_path, ensure_dir
-from lkca_edge.manifest import SCHEMA, Manifest, now_iso, sha256_of, size_of, tool_versions
+from lkca_edge.forms import check_form, default_export_form
+from lkca_edge.manifest import SCHEMA, Manifest, now_iso, sha256_of, size_of
+from lkca_edge.versions import CORE_PACKAGES, tool_versions
 
 
 @dataclass
@@ -43,49 +44,7 @@ class ExportResult:
     manifest_path: Path
 
 
-def model_source(model) -> dict:
-    """How to rebuild the torch source model later (for `validate`)."""
-    from lkca_edge.zoo import get_spec
-
-    info = getattr(model, "checkpoint_info", {}) or {}
-    spec = get_spec(model.zoo_name)
-    source: dict = {"checkpoint": None, "pretrained": None, "format": info.get("format")}
-    path = info.get("path")
-    for w in spec.weights:
-        if path and Path(path).resolve() == w.path.resolve():
-            source["pretrained"] = w.tag
-            break
-    else:
-        if path:
-            source["checkpoint"] = str(Path(path).resolve())
-    source["checkpoint_sha256"] = sha256_of(path) if path else None
-    c = model.config
-    source["overrides"] = {"image_size": c.image_size, "patch_size": c.patch_size,
-                           "num_classes": c.num_classes}
-    return source
-
-
-def rebuild_source_model(manifest: Manifest):
-    """The torch fp32 model an artifact came from, in the artifact's form."""
-    from lkca_edge.zoo import create_model
-
-    src = manifest.source
-    if src.get("checkpoint") and not Path(src["checkpoint"]).exists():
-        raise UserError(f"the source checkpoint {src['checkpoint']} of this artifact is gone; "
-                        f"cannot rebuild the fp32 reference")
-    model = create_model(manifest.model, checkpoint=src.get("checkpoint"),
-                         pretrained=src.get("pretrained") or False, form=manifest.form,
-                         **src.get("overrides", {}))
-    path = (getattr(model, "checkpoint_info", {}) or {}).get("path")
-    if src.get("checkpoint_sha256") and path and sha256_of(path) != src["checkpoint_sha256"]:
-        raise UserError(f"the source weights ({path}) changed since this artifact was exported "
-                        f"(sha256 differs): re-export it to validate against them")
-    return model
-
-
 def choose_form(model, backend: str, precision: str, forced: str | None) -> str | None:
-    from lkca_edge.forms import check_form, default_export_form
-
     if model.config.family != "lkca":
         if forced:
             raise UserError(f"{model.zoo_name} is a softmax-attention ViT; --form applies only to LKCA")
@@ -93,12 +52,19 @@ def choose_form(model, backend: str, precision: str, forced: str | None) -> str 
     return check_form(forced) if forced else default_export_form(backend, precision)
 
 
-def export_model(req: ExportRequest, model=None, dataset=None, log=print) -> ExportResult:
-    """Run the whole export of one (model, backend, recipe) cell."""
-    from converters import get_backend
-    from converters.base import quiet
+def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
+    """Run the whole export of one (model, backend, recipe) cell.
+
+    A ``model`` passed in is copied first: the caller's model is never changed (its form, its
+    weights), so one model can feed many exports.
+    """
+    from lkca_edge.builder import model_source
+    from lkca_edge.converters import get_backend
     from lkca_edge.data import load_dataset
-    from lkca_edge.validation import reference_logits, static_validation, validate_logits
+    from lkca_edge.evaluation import reference_logits
+    from lkca_edge.gates import validate_logits
+    from lkca_edge.logs import quiet
+    from lkca_edge.pipelines.validate import static_validation
 
     backend = get_backend(req.backend)
     recipe = backend.recipe(req.precision, req.recipe)
@@ -108,9 +74,11 @@ def export_model(req: ExportRequest, model=None, dataset=None, log=print) -> Exp
     out_dir = ensure_dir(req.out)
 
     if model is None:
-        from lkca_edge.commands.common import build_model_from
+        from lkca_edge.builder import build_model_from
 
         model = build_model_from(req.model, req.checkpoint, req.overrides)
+    else:
+        model = copy.deepcopy(model)  # set_form below must not change the caller's model
     form = choose_form(model, backend.name, recipe.precision, req.form)
     if form is not None:
         model.set_form(form)
@@ -152,32 +120,15 @@ def export_model(req: ExportRequest, model=None, dataset=None, log=print) -> Exp
         manifest = Manifest(
             schema=SCHEMA, artifact=artifact.name, sha256=sha256_of(tmp), size_bytes=size_of(tmp),
             backend=backend.name, recipe=recipe.to_dict(), precision=recipe.precision,
-            model=model.zoo_name, config=_config_dict(model), form=form, source=model_source(model),
+            model=model.zoo_name, config=asdict(model.config), form=form, source=model_source(model),
             preprocessing=model.preprocessing.to_dict(),
             calibration=({"dataset": req.calibration, "split": "train", "size": int(len(calibration))}
                          if recipe.calibrated else None),
             inputs=conversion.inputs, outputs=conversion.outputs, details=conversion.details,
-            tool_versions=tool_versions(), created=now_iso(), conversion_seconds=round(seconds, 2),
+            tool_versions=tool_versions(CORE_PACKAGES + backend.tool_packages), created=now_iso(),
+            conversion_seconds=round(seconds, 2),
             validation=validation.to_dict() if validation else None,
             params=model.num_params(), macs=model.macs())
     manifest_path = manifest.write(artifact)
     return ExportResult(artifact, manifest, manifest_path)
 
-
-def _config_dict(model) -> dict:
-    from dataclasses import asdict
-
-    return asdict(model.config)
-
-
-def io_spec(name: str, shape, dtype: str, quantization: tuple[float, int] | None = None) -> dict:
-    d = {"name": name, "shape": [int(s) for s in shape], "dtype": dtype}
-    if quantization is not None:
-        d["scale"], d["zero_point"] = float(quantization[0]), int(quantization[1])
-    return d
-
-
-def float_io(example: np.ndarray, num_classes: int, input_name: str = "images",
-             output_name: str = "logits") -> tuple[list, list]:
-    return ([io_spec(input_name, example.shape, "float32")],
-            [io_spec(output_name, (example.shape[0], num_classes), "float32")])

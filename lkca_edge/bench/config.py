@@ -1,0 +1,120 @@
+"""What a bench run is asked to do: ``BenchConfig``, its checks and its command line."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lkca_edge.errors import UserError
+
+DEFAULT_MODELS = ("lkca-1m",)
+DEFAULT_PRECISIONS = ("fp32", "int8")
+
+
+def default_backends() -> list[str]:
+    """Every backend this install knows (``lkca_edge.converters``)."""
+    from lkca_edge.converters import backend_names
+
+    return backend_names()
+
+
+@dataclass
+class BenchConfig:
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    backends: list[str] = field(default_factory=default_backends)
+    precisions: list[str] = field(default_factory=lambda: list(DEFAULT_PRECISIONS))
+    device: str = "host"
+    runs: int = 100
+    warmup: int = 10
+    op_runs: int = 10
+    threads: int | None = None
+    out: str | None = None            # default runs/<timestamp>/
+    db: str | None = None             # default: the user's data dir (or LKCA_EDGE_DB)
+    record: bool = True               # write the run into the history database
+    checkpoint: str | None = None
+    calibration: str = "digits"
+    validation_limit: int | None = None
+    profiles_dir: list[str] | None = None
+    progress: bool = True
+    argv: list[str] | None = None     # the command line, for the record
+
+
+@dataclass
+class BenchOutcome:
+    results: dict
+    out_dir: Path
+    files: dict[str, Path]
+    run_id: int | None        # id in the history database (None when not recorded)
+    db_path: Path | None
+    db_error: str | None = None
+
+
+def split_names(values) -> list[str]:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]`` (repeats dropped, order kept)."""
+    out: list[str] = []
+    for v in values or []:
+        for name in str(v).split(","):
+            name = name.strip()
+            if name and name not in out:
+                out.append(name)
+    return out
+
+
+def check_config(cfg: BenchConfig) -> None:
+    from lkca_edge.converters import PRECISIONS, resolve_backend_name
+    from lkca_edge.errors import unknown_name
+    from lkca_edge.zoo import get_spec
+
+    if not cfg.models:
+        raise UserError("--models needs at least one model")
+    for m in cfg.models:
+        get_spec(m)  # unknown model -> one line with suggestions
+    if not cfg.backends:
+        raise UserError("--backends needs at least one backend")
+    cfg.backends = list(dict.fromkeys(resolve_backend_name(b) for b in cfg.backends))
+    if not cfg.precisions:
+        raise UserError("--precisions needs at least one precision")
+    for p in cfg.precisions:
+        if p not in PRECISIONS:
+            raise unknown_name("precision", p, PRECISIONS)
+    if cfg.runs < 1:
+        raise UserError(f"--runs must be at least 1, got {cfg.runs}")
+    if cfg.warmup < 0:
+        raise UserError(f"--warmup must be 0 or more, got {cfg.warmup}")
+    if cfg.op_runs < 0:
+        raise UserError(f"--op-runs must be 0 or more, got {cfg.op_runs}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {cfg.threads}")
+    if cfg.checkpoint is not None:
+        if len(cfg.models) != 1:
+            raise UserError("--checkpoint applies to one model; pass a single --models NAME with it")
+        if not Path(cfg.checkpoint).is_file():
+            raise UserError(f"checkpoint not found: {cfg.checkpoint}")
+        from lkca_edge.builder import build_model_from
+
+        build_model_from(cfg.models[0], cfg.checkpoint, {})  # a bad checkpoint: one line, now
+
+
+def default_run_dir(root: str | Path = "runs") -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / stamp
+    n = 2
+    while path.exists():
+        path = Path(root) / f"{stamp}-{n}"
+        n += 1
+    return path
+
+
+def canonical_argv(cfg: BenchConfig) -> list[str]:
+    """The command line that repeats this bench (when the real one is unknown, e.g. in tests)."""
+    argv = ["lkca-edge", "bench", "--models", *cfg.models, "--backends", *cfg.backends,
+            "--precisions", *cfg.precisions, "--device", cfg.device, "--runs", str(cfg.runs),
+            "--warmup", str(cfg.warmup), "--op-runs", str(cfg.op_runs)]
+    for flag, value in (("--threads", cfg.threads), ("--checkpoint", cfg.checkpoint),
+                        ("--limit", cfg.validation_limit), ("--out", cfg.out), ("--db", cfg.db)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if not cfg.record:
+        argv.append("--no-history")
+    return argv

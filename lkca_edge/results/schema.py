@@ -1,0 +1,137 @@
+"""The ``results.json`` schema of a bench run, its cells' figures and its CSV form.
+
+Standard library only (no torch, no numpy), like the rest of ``lkca_edge.results``.
+
+``results.json`` (schema ``lkca-edge-results/1``)::
+
+    {"schema": "lkca-edge-results/1",
+     "run":   {id, time, finished, duration_s, complete, host {name, cpu, cores, usable_cores, os,
+               loadavg, ...}, versions {package: version}, command_line, argv, device,
+               device_profile {...}, device_profiles {name: budgets, backends, precisions},
+               models, backends, precisions, runs, warmup, op_runs, threads, calibration,
+               weights {model: where from}, out_dir, [db_id, db]},
+     "cells": [{model, backend, precision, recipe, form, status "ok" | "failed",
+                failed_step null | "setup" | "convert" | "profile", error (one line) | null,
+                mode "measured" | "static", note, artifact (relative path),
+                metrics {conversion_s, export_s, profile_s, size_bytes, params, macs, load_ms,
+                         first_inference_ms, latency_{median,p90,p99,mean,min}_ms, throughput_ips,
+                         peak_rss_mb, rss_growth_mb, planned_memory_bytes, accuracy,
+                         reference_accuracy, top1_agreement, accuracy_drop_pts, max_abs_err,
+                         accuracy_estimate (true: an off-device estimate, not a run),
+                         gate_passed, delegation_coverage},   (null where not measured)
+                validation {the manifest's validation}, profile {ProfileResult.to_dict()},
+                delegation {delegated_ops, not_delegated_ops, coverage, ...} | null,
+                manifest {the artifact's manifest, without validation}}],
+     "ship":  [{device, cell [model, backend, precision] | null, reason, ...}]}
+
+A ``static`` cell (the backend cannot run here, e.g. Core ML on Linux) is ``ok`` with its size
+and static checks, null latency/memory/accuracy, and ``note`` saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from lkca_edge.errors import UserError
+
+SCHEMA = "lkca-edge-results/1"
+
+# The figures every cell carries under "metrics" (None where not measured), with how to read them.
+METRICS = {
+    "latency_median_ms": ("latency median", "ms", "min"),
+    "latency_p90_ms": ("latency p90", "ms", "min"),
+    "load_ms": ("load", "ms", "min"),
+    "peak_rss_mb": ("peak memory", "MB", "min"),
+    "size_bytes": ("size", "bytes", "min"),
+    "accuracy": ("accuracy", "", "max"),
+    "top1_agreement": ("top-1 agreement", "", "max"),
+    "conversion_s": ("conversion", "s", "min"),
+}
+CSV_COLUMNS = (
+    "model", "backend", "precision", "recipe", "form", "status", "mode", "failed_step", "error",
+    "conversion_s", "export_s", "profile_s", "size_bytes", "params", "macs", "load_ms",
+    "first_inference_ms", "latency_median_ms", "latency_p90_ms", "latency_p99_ms",
+    "latency_mean_ms", "throughput_ips", "peak_rss_mb", "rss_growth_mb", "planned_memory_bytes",
+    "accuracy", "reference_accuracy", "top1_agreement", "accuracy_drop_pts", "max_abs_err",
+    "accuracy_estimate", "gate_passed", "memory_ok", "latency_ok", "accuracy_ok", "delegation_coverage", "threads",
+    "note", "artifact",
+)
+
+
+# -- cells ------------------------------------------------------------------------------------------
+def cell_key(cell: dict) -> tuple[str, str, str]:
+    return (cell["model"], cell["backend"], cell["precision"])
+
+
+def cell_name(cell: dict) -> str:
+    return f"{cell['model']} {cell['backend']} {cell['precision']}"
+
+
+def metric(cell: dict, name: str):
+    """A cell's figure, or None (failed cells and unmeasured figures)."""
+    value = (cell.get("metrics") or {}).get(name)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return value
+    return None
+
+
+def ok_cells(results: dict) -> list[dict]:
+    return [c for c in results.get("cells", []) if c.get("status") == "ok"]
+
+
+# -- results files ---------------------------------------------------------------------------------
+def check_results(results, source: str = "results") -> dict:
+    """Refuse anything that is not a results object of a known schema version."""
+    if not isinstance(results, dict):
+        raise UserError(f"{source}: not a JSON object")
+    if results.get("schema") != SCHEMA:
+        raise UserError(f"{source}: unsupported results schema {results.get('schema')!r} "
+                        f"(expected {SCHEMA})")
+    if not isinstance(results.get("run"), dict) or not isinstance(results.get("cells"), list):
+        raise UserError(f"{source}: a results object needs 'run' (object) and 'cells' (list)")
+    for i, c in enumerate(results["cells"]):
+        if not isinstance(c, dict) or not all(isinstance(c.get(k), str) for k in
+                                              ("model", "backend", "precision", "status")):
+            raise UserError(f"{source}: cell {i} needs model, backend, precision and status")
+    return results
+
+
+def read_results(path: str | Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"no results file at {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    return check_results(data, str(path))
+
+
+def csv_rows(results: dict) -> list[dict]:
+    rows = []
+    for c in results.get("cells", []):
+        m = c.get("metrics") or {}
+        v = (c.get("profile") or {}).get("verdict") or {}
+        row = {k: c.get(k) for k in ("model", "backend", "precision", "recipe", "form", "status",
+                                     "mode", "failed_step", "error", "note", "artifact")}
+        row.update({k: m.get(k) for k in CSV_COLUMNS if k in m})
+        row.update(memory_ok=v.get("memory_ok"), latency_ok=v.get("latency_ok"),
+                   accuracy_ok=v.get("accuracy_ok"), threads=(c.get("profile") or {}).get("threads"))
+        rows.append({k: row.get(k) for k in CSV_COLUMNS})
+    return rows
+
+
+def to_csv(results: dict) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in csv_rows(results):
+        w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()

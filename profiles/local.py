@@ -1,0 +1,210 @@
+"""Measuring an artifact on this host: plan the threads, prepare real input images, start one
+child process (``python -m lkca_edge.profiles.measure``) that loads the artifact with only its
+runtime, and turn its figures into a ``ProfileResult``. Nothing here imports torch.
+
+A device profile other than ``host`` contributes its thread count (capped by this host's cores),
+labelled "host-emulated threads" and never reported as a measurement of that device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from lkca_edge.budgets import make_verdict
+from lkca_edge.errors import UserError
+from lkca_edge.hostinfo import host_info, usable_cpus
+from lkca_edge.logs import debug_enabled
+from lkca_edge.profiles.schema import LatencyStats, ProfileResult
+
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
+DEFAULT_IMAGES = 64
+
+
+# -- planning ----------------------------------------------------------------------------------------
+def plan_threads(device, threads: int | None, cpus: list[int]) -> dict:
+    """How many threads and which CPUs a run uses, and how to label it honestly."""
+    available = len(cpus)
+    asked = threads if threads is not None else device.resolve_threads(available)
+    if asked < 1:
+        raise UserError(f"--threads must be at least 1, got {asked}")
+    used = min(asked, available)
+    source = "--threads" if threads is not None else f"the {device.name} profile"
+    emulated = device.name != "host"
+    if emulated:
+        label = "host-emulated threads"
+        note = (f"{used} host-emulated thread{'s' if used != 1 else ''} for {device.name} "
+                f"({source} asks for {asked}"
+                + (f"; capped to this host's {available} usable cores" if used < asked else "")
+                + f"); measured on this host, not on a {device.name}")
+    else:
+        label = "host"
+        note = (f"{used} thread{'s' if used != 1 else ''} on this host ({source} asks for {asked}"
+                + (f"; capped to {available} usable cores" if used < asked else "") + ")")
+    return {"threads": used, "requested": asked, "cpus": cpus[:used], "emulated": emulated,
+            "label": label, "note": note, "capped": used < asked}
+
+
+def prepare_inputs(manifest, work: Path, n: int = DEFAULT_IMAGES) -> dict:
+    """Real digits test images, preprocessed with the manifest's preprocessing, saved as .npy."""
+    import numpy as np
+
+    from lkca_edge.data import load_digits
+    from lkca_edge.preprocessing import Preprocessing
+
+    prep = Preprocessing.from_dict(manifest.preprocessing)
+    data = load_digits(prep)
+    x, y = data.test_x[:n], data.test_y[:n]
+    shape = (manifest.inputs[0].get("shape") if manifest.inputs else None) or []
+    if shape and list(x.shape[1:]) != [int(s) for s in shape[1:]]:
+        raise UserError(f"the artifact takes inputs of shape {shape}, but its preprocessing makes "
+                        f"{[1, *x.shape[1:]]} images")
+    np.save(work / "inputs.npy", np.ascontiguousarray(x, np.float32))
+    digit_labels = list(prep.labels) == [str(i) for i in range(10)]
+    if digit_labels:
+        np.save(work / "labels.npy", y)
+    return {"inputs": str(work / "inputs.npy"),
+            "labels": str(work / "labels.npy") if digit_labels else None,
+            "description": f"{len(x)} real images from the digits test split, preprocessed with the "
+                           f"manifest's preprocessing, cycled through the timed runs"}
+
+
+def param_bytes(manifest) -> tuple[int | None, str]:
+    per = BYTES_PER_WEIGHT.get(manifest.precision)
+    if not manifest.params or per is None:
+        return None, "unknown (no parameter count in the manifest)"
+    note = f"manifest params {manifest.params:,} x {per} B ({manifest.precision})"
+    if manifest.precision == "int8":
+        note += "; approximate: norms and biases usually stay float, scales add a little"
+    return manifest.params * per, note
+
+
+# -- the child process -----------------------------------------------------------------------------
+def child_env(threads: int) -> dict:
+    """The measuring child's environment: this lkca_edge importable, BLAS pools of ``threads``."""
+    import lkca_edge
+
+    env = dict(os.environ)
+    root = str(Path(lkca_edge.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    return env
+
+
+def _tail(path: Path, limit: int = 300) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:limit] if lines else ""
+
+
+def run_measurement(argv: list[str], result_path: Path, what: str, timeout: float | None = None,
+                    env: dict | None = None, cwd: str | Path | None = None) -> dict:
+    """Run a measuring process and return its JSON result; every failure becomes one line."""
+    log = Path(result_path).with_suffix(".log")
+    with open(log, "wb") as out:
+        try:
+            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                  timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise UserError(f"{what} did not finish within {timeout:g} s (raise --timeout or "
+                            f"lower --runs)") from None
+        except OSError as exc:
+            raise UserError(f"cannot start the measuring process for {what}: {exc.strerror or exc}") from None
+    rc = proc.returncode
+    last = _tail(log)
+    if rc < 0:
+        try:
+            sig = signal.Signals(-rc).name
+        except ValueError:
+            sig = f"signal {-rc}"
+        raise UserError(f"the runtime crashed ({sig}) in the measuring process while {what}"
+                        + (f"; its last output: {last}" if last else "")
+                        + " (rerun with LKCA_EDGE_DEBUG=1 to see its log)")
+    result = None
+    if Path(result_path).exists():
+        try:
+            result = json.loads(Path(result_path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            result = None
+    if isinstance(result, dict) and "error" in result:
+        prefix = "" if result.get("kind") == "user" else "measuring process failed: "
+        raise UserError(f"{prefix}{result['error']}")
+    if rc != 0 or not isinstance(result, dict):
+        raise UserError(f"the measuring process exited with code {rc} while {what}"
+                        + (f": {last}" if last else " and wrote no result"))
+    if debug_enabled():
+        sys.stderr.write(log.read_text(errors="replace"))
+    return result
+
+
+def measure_locally(artifact: Path, manifest, backend, profile, base: dict, *, threads: int | None,
+                    runs: int, warmup: int, op_runs: int, timeout: float | None,
+                    images: int = DEFAULT_IMAGES) -> ProfileResult:
+    """Time ``artifact`` on this host in a fresh child process; ``base`` holds the fields every
+    ProfileResult shares (backend, model, size, ...)."""
+    host = host_info()
+    plan = plan_threads(profile, threads, usable_cpus())
+    host.update(emulated_threads=plan["emulated"], threads_label=plan["label"],
+                thread_note=plan["note"])
+    with tempfile.TemporaryDirectory(prefix="lkca-profile-") as tmp:
+        work = Path(tmp)
+        inputs = prepare_inputs(manifest, work, images)
+        request = {"artifact": str(artifact.resolve()), "backend": backend.name,
+                   "threads": plan["threads"], "cpus": plan["cpus"], "runs": runs, "warmup": warmup,
+                   "op_runs": op_runs, "inputs": inputs["inputs"], "labels": inputs["labels"],
+                   "output_shape": (manifest.outputs[0].get("shape") if manifest.outputs else None)}
+        (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
+        out = work / "result.json"
+        m = run_measurement([sys.executable, "-m", "lkca_edge.profiles.measure", str(work / "request.json"),
+                             str(out)], out, f"profiling {artifact.name}", timeout=timeout,
+                            env=child_env(plan["threads"]), cwd=work)
+
+    latency = LatencyStats(**m["latency_ms"])
+    t = plan["threads"]
+    if plan["emulated"]:
+        measured_on = (f"measured on this host ({host['cpu']}) with {t} host-emulated "
+                       f"thread{'s' if t != 1 else ''}, not on a {profile.name}")
+    else:
+        measured_on = f"measured on this host ({host['cpu']}, {t} thread{'s' if t != 1 else ''})"
+    base = dict(base, threads=plan["threads"], details=dict(base["details"]))
+    notes = []
+    if plan["emulated"]:
+        notes.append(plan["note"])
+    if m.get("torch_imported"):
+        notes.append(f"the {backend.name} Python runtime imported torch in the measuring process, "
+                     f"so peak RSS includes libtorch (an on-device C++ runner would not)")
+    load = host.get("loadavg")
+    if load and load[0] > len(usable_cpus()):
+        notes.append(f"this host was busy (1-min load average {load[0]:g} on "
+                     f"{len(usable_cpus())} usable cores): tail percentiles include other processes")
+    if m.get("ops_error"):
+        notes.append(f"operator profile failed: {m['ops_error']}")
+    base["details"].update(
+        inputs=inputs["description"], cpus=m.get("cpus"), threads_requested=plan["requested"],
+        runtime_module=m.get("runtime_module"), runtime_import_ms=m.get("runtime_import_ms"),
+        rss_before_load_mb=m.get("rss_before_load_mb"), rss_after_runs_mb=m.get("rss_after_runs_mb"),
+        peak_rss_source=f"{m.get('peak_rss_source')}: the whole measuring process (python, numpy, "
+                        f"runtime, model)",
+        torch_in_child=m.get("torch_imported"), modules_in_child=m.get("heavy_modules"),
+        imported_during_load=m.get("imported_during_load"),
+        modules_after_profile_hooks=m.get("modules_after_hooks"),
+        sanity_top1=m.get("sanity_top1"), n_images=m.get("n_images"), op_runs=op_runs,
+        latency_stat_for_budget="p90", notes=notes)
+    return ProfileResult(
+        **base, latency_ms=latency, throughput_ips=m.get("throughput_ips"), load_ms=m["load_ms"],
+        first_inference_ms=m["first_inference_ms"], peak_rss_mb=m.get("peak_rss_mb"),
+        rss_growth_mb=m.get("rss_growth_mb"), planned_memory_bytes=m.get("planned_memory_bytes"),
+        planned_memory_label=m.get("planned_memory_label") or (
+            None if m.get("planned_memory_bytes") is None else f"{backend.name} runtime-planned memory"),
+        ops=m.get("ops") or [],
+        verdict=make_verdict(profile, manifest, latency, m.get("peak_rss_mb"), measured_on),
+        host=host, versions=m.get("versions", {}), note="; ".join(notes), mode="measured")
