@@ -1,13 +1,13 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    create .venv, install, run the main job (lkca-edge bench)
-#   make test   create or reuse .venv, run the whole test suite
+#   make test   create or reuse .venv, run the whole test suite (make test-fast: the fast tier)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lkca-edge-installed
 PYTEST_ARGS ?=
 
-.PHONY: run test install bench-perf clean
+.PHONY: run test test-fast install bench-perf clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fast tier: no conversions of their own, no training, no bench runs.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench-perf: $(STAMP)
 	$(PY) benchmarks/operator_forms.py

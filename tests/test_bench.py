@@ -80,6 +80,7 @@ def _runnable(backend: str) -> bool:
 
 
 # -- the run and results.json ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_bench_runs_and_prints_summary(bench, results):
     out, code, stdout, stderr = bench
     assert code == 0, stderr
@@ -95,6 +96,7 @@ def test_bench_runs_and_prints_summary(bench, results):
     assert not [p for p in out.rglob("*") if ".partial" in p.name]
 
 
+@pytest.mark.slow
 def test_results_schema_and_cells(results):
     assert results["schema"] == SCHEMA
     run = results["run"]
@@ -141,6 +143,7 @@ def test_results_schema_and_cells(results):
             assert c["metrics"]["size_bytes"] < fp32[c["backend"]]["metrics"]["size_bytes"]
 
 
+@pytest.mark.slow
 def test_pareto_and_ship(results):
     front = pareto_front(results)
     assert front
@@ -162,6 +165,7 @@ def test_pareto_and_ship(results):
             assert e["reason"]
 
 
+@pytest.mark.slow
 def test_csv(bench, results):
     rows = list(csv.DictReader(io.StringIO((bench[0] / "results.csv").read_text())))
     assert len(rows) == len(results["cells"])
@@ -173,6 +177,7 @@ def test_csv(bench, results):
             assert float(row["latency_median_ms"]) == pytest.approx(cell["metrics"]["latency_median_ms"])
 
 
+@pytest.mark.slow
 def test_report_markdown(bench, results):
     md = (bench[0] / "report.md").read_text()
     assert md.startswith("# lkca-edge bench")
@@ -191,6 +196,7 @@ def test_report_markdown(bench, results):
             assert re.search(rf"\| {c['backend']} \| {c['precision']} \| ok \(static\) \|[^\n]* est\. ", md)
 
 
+@pytest.mark.slow
 def test_report_html_is_self_contained(bench, results):
     from PIL import Image
 
@@ -211,6 +217,7 @@ def test_report_html_is_self_contained(bench, results):
         assert f"<td>{c['backend']}</td><td>{c['precision']}</td>" in text
 
 
+@pytest.mark.slow
 def test_failed_cell_is_recorded_and_the_rest_goes_on(tmp_path):
     """An impossible cell (onnx has no fp16 recipe) fails with one line; onnx fp32 still runs."""
     code, stdout, stderr = cli(["bench", "--backends", "onnx", "--precisions", "fp16,fp32",
@@ -242,6 +249,7 @@ def test_bad_arguments_are_one_line(tmp_path, argv, needle):
 
 
 # -- history: runs and compare --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_history_runs_and_compare(bench, results, history, tmp_path):
     assert bench[1] == 0
     # a second real run, smaller, into the same history
@@ -260,9 +268,11 @@ def test_history_runs_and_compare(bench, results, history, tmp_path):
     code, stdout, _ = cli(["runs", "--db", str(history)])
     assert code == 0 and str(first["id"]) in stdout and "lkca-1m" in stdout
 
-    # two real runs: the shared cell compares (its verdict depends on this busy machine's noise)
-    code, stdout, stderr = cli(["compare", str(first["id"]), str(second["id"]), "--db", str(history)])
-    assert code in (0, 1), stderr
+    # two real runs: the shared cell compares; timing noise between two runs on a busy machine
+    # is no regression under thresholds that generous (the artifacts are the same recipe)
+    code, stdout, stderr = cli(["compare", str(first["id"]), str(second["id"]), "--db", str(history),
+                                "--latency-threshold", "1000", "--memory-threshold", "1000"])
+    assert code == 0, stdout + stderr
     assert "lkca-1m onnx fp32" in stdout and "not in B" in stdout
 
     # a copy of run 1 recorded as is: no regression
@@ -302,6 +312,7 @@ def test_history_runs_and_compare(bench, results, history, tmp_path):
     assert code == 2 and "no run 999" in stderr
 
 
+@pytest.mark.slow
 def test_history_database_is_wal(history, bench):
     con = sqlite3.connect(history)
     try:

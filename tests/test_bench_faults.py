@@ -168,6 +168,7 @@ def _check_resumed(run_dir: Path, db: Path, before: dict, code: int, out: str, e
 
 
 @needs_tflite
+@pytest.mark.slow
 def test_sigint_then_resume(tmp_path):
     steps = _interrupt_and_resume(tmp_path, signal.SIGINT, [])
     _, run_dir, db, proc = next(steps)
@@ -194,6 +195,7 @@ def test_sigint_then_resume(tmp_path):
 
 
 @needs_tflite
+@pytest.mark.slow
 def test_sigterm_then_resume_then_resume_again(tmp_path):
     steps = _interrupt_and_resume(tmp_path, signal.SIGTERM, ["--no-progress"])
     next(steps)
@@ -223,6 +225,7 @@ def test_sigterm_then_resume_then_resume_again(tmp_path):
         con.close()
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_takes_over_the_lock(tmp_path):
     """SIGKILL: no handler runs, so the lock stays behind; every finished cell is still there,
     and --resume takes the dead process's lock over and finishes the run."""
@@ -284,6 +287,7 @@ def _dead_pid() -> int:
     return p.pid
 
 
+@pytest.mark.slow
 def test_live_lock_refuses_a_second_bench(tmp_path):
     run_dir = tmp_path / "run"
     lock = _write_lock(run_dir, pid=os.getpid())
@@ -302,6 +306,7 @@ def test_live_lock_refuses_a_second_bench(tmp_path):
     assert code == 2 and "some-other-host" in err
 
 
+@pytest.mark.slow
 def test_stale_lock_is_taken_over(tmp_path):
     run_dir = tmp_path / "run"
     pid = _dead_pid()

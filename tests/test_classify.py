@@ -39,17 +39,10 @@ def cli_subprocess(*args: str) -> subprocess.CompletedProcess:
                           text=True, env=env, cwd=REPO, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory, lkca1m, digits):
-    """lkca-1m exported to ONNX fp32, validated on held-out digits."""
-    import copy
-
-    from lkca_edge.pipelines.export import ExportRequest, export_model
-
-    req = ExportRequest(model="lkca-1m", backend="onnx", precision="fp32",
-                        out=str(tmp_path_factory.mktemp("classify-artifact")), validation_limit=120)
-    # a copy: export switches the model's operator form, the session fixture stays as it is
-    return export_model(req, model=copy.deepcopy(lkca1m), dataset=digits).artifact
+@pytest.fixture
+def artifact(exported):
+    """lkca-1m exported to ONNX fp32, validated on held-out digits (the session cache)."""
+    return exported("onnx", "fp32").artifact
 
 
 @pytest.fixture(scope="module")

@@ -30,10 +30,12 @@ def _export(out, dataset=None, **kw):
     return export_model(ExportRequest(backend="coreml", out=str(out), **kw), dataset=dataset)
 
 
-@pytest.fixture(scope="module")
-def exports(digits, export_dir):
-    return {p: _export(export_dir / "coreml", digits, model="lkca-1m", precision=p)
-            for p in ("fp32", "fp16", "int8")}
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def exports(exported):
+    return {p: exported("coreml", p) for p in ("fp32", "fp16", "int8")}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])

@@ -16,22 +16,15 @@ import torch
 from lkca_edge.converters import get_backend
 from lkca_edge import create_model
 from lkca_edge.errors import UserError
-from lkca_edge.pipelines.export import ExportRequest, export_model
 
 
-@pytest.fixture(scope="module")
-def exports(lkca1m, digits, export_dir):
-    """lkca-1m exported once per precision (fp32, int8), shared by the tests below."""
-    cache = {}
+pytestmark = pytest.mark.slow
 
-    def get(precision):
-        if precision not in cache:
-            req = ExportRequest(model="lkca-1m", backend="executorch", precision=precision,
-                                out=str(export_dir / "executorch"))
-            cache[precision] = export_model(req, model=lkca1m, dataset=digits)
-        return cache[precision]
 
-    return get
+@pytest.fixture
+def exports(exported):
+    """lkca-1m exported once per precision (the session cache)."""
+    return lambda precision: exported("executorch", precision)
 
 
 def _check_delegation(details: dict, depth: int) -> None:
@@ -144,11 +137,9 @@ def test_recipes_and_light_import():
     assert out.stdout.strip() == "False"
 
 
-def test_without_the_norm_rewrite_layernorm_and_mean_fall_back(lkca1m, digits, export_dir):
+def test_without_the_norm_rewrite_layernorm_and_mean_fall_back(lkca1m, exported):
     """The 'before' of the rewrite: aten LayerNorm and the 3-D token mean stay outside XNNPACK."""
-    req = ExportRequest(model="lkca-1m", backend="executorch", recipe="fp32-aten-norms",
-                        out=str(export_dir / "executorch"))
-    res = export_model(req, model=lkca1m, dataset=digits)
+    res = exported("executorch", recipe="fp32-aten-norms")
     details = res.manifest.details
     depth = lkca1m.config.depth
     assert details["not_delegated"] == {"aten.native_layer_norm": 2 * depth + 1, "aten.mean.dim": 1}

@@ -265,6 +265,7 @@ def test_shipped_weights_are_trained(lkca1m, digits):
     assert lkca1m.preprocessing == get_spec("lkca-1m").get_weights("digits").preprocessing
 
 
+@pytest.mark.slow
 def test_export_model_never_changes_the_callers_model(tmp_path, lkca1m, digits):
     """export_model picks the fused form for its copy; the model passed in keeps its form and
     weights."""

@@ -33,17 +33,10 @@ def cli(*args, env=None, timeout=300):
                           env=full_env, cwd=REPO, timeout=timeout)
 
 
-@pytest.fixture(scope="session")
-def onnx_artifacts(export_dir, lkca1m, digits):
-    """lkca-1m exported to ONNX fp32 and int8 (validated on 120 real test images)."""
-    from lkca_edge.pipelines.export import ExportRequest, export_model
-
-    out = {}
-    for precision in ("fp32", "int8"):
-        req = ExportRequest(model="lkca-1m", backend="onnx", precision=precision,
-                            out=str(export_dir / "onnx"), validation_limit=120)
-        out[precision] = export_model(req, dataset=digits).artifact
-    return out
+@pytest.fixture
+def onnx_artifacts(exported):
+    """lkca-1m exported to ONNX fp32 and int8 (the session cache)."""
+    return {precision: exported("onnx", precision).artifact for precision in ("fp32", "int8")}
 
 
 # -- device profiles ------------------------------------------------------------------------------
@@ -158,6 +151,7 @@ def _check_schema(d: dict, runs: int) -> None:
     assert d["details"]["n_images"] > 1 and "digits test split" in d["details"]["inputs"]
 
 
+@pytest.mark.slow
 def test_profile_json_onnx_fp32_and_int8(onnx_artifacts):
     r = cli("profile", str(onnx_artifacts["fp32"]), "--json", "--runs", str(RUNS), "--warmup", "3",
             "--op-runs", "3", "--threads", "1")
@@ -189,6 +183,7 @@ def test_profile_json_onnx_fp32_and_int8(onnx_artifacts):
     assert any(o["op"].startswith(("Q", "DynamicQuantize")) for o in int8["ops"])
 
 
+@pytest.mark.slow
 def test_profile_api_and_text_output(onnx_artifacts):
     from lkca_edge.pipelines.profile import profile_artifact
     from lkca_edge.profiles import ProfileResult
@@ -203,6 +198,7 @@ def test_profile_api_and_text_output(onnx_artifacts):
     assert "latency ms: median" in r.stdout and "peak RSS" in r.stdout and "verdict for host" in r.stdout
 
 
+@pytest.mark.slow
 def test_profile_refuses_changed_artifact_and_bad_args(onnx_artifacts, tmp_path):
     from lkca_edge.pipelines.profile import profile_artifact
 
@@ -222,6 +218,7 @@ def test_profile_refuses_changed_artifact_and_bad_args(onnx_artifacts, tmp_path)
     assert r.returncode != 0 and r.stderr.count("\n") == 1 and "not found" in r.stderr
 
 
+@pytest.mark.slow
 def test_not_runnable_backend_gives_static_figures(onnx_artifacts, monkeypatch):
     """The real ONNX backend with its runtime hidden: runnable() gives the reason, nothing runs."""
     import importlib.util
@@ -245,26 +242,12 @@ def test_not_runnable_backend_gives_static_figures(onnx_artifacts, monkeypatch):
     assert d["verdict"]["latency_ok"] is None and d["verdict"]["memory_ok"] is None
 
 
-def test_tflite_child_never_imports_torch(export_dir, lkca1m, digits):
-    """Runs only when the LiteRT converter exists (another engineer is writing it)."""
-    try:
-        from lkca_edge.converters import get_backend
-
-        backend = get_backend("tflite")
-    except Exception as exc:  # pragma: no cover - depends on the converter landing
-        pytest.skip(f"no tflite converter yet ({type(exc).__name__})")
-    if backend.available() or backend.runnable():
-        pytest.skip(backend.available() or backend.runnable())
-    from lkca_edge.pipelines.export import ExportRequest, export_model
-
-    try:
-        art = export_model(ExportRequest(model="lkca-1m", backend="tflite", precision="fp32",
-                                         out=str(export_dir / "tflite"), validation_limit=60),
-                           dataset=digits).artifact
-    except Exception as exc:  # pragma: no cover - the converter is work in progress
-        pytest.skip(f"tflite export failed ({type(exc).__name__}: {exc})")
+@pytest.mark.slow
+def test_tflite_child_never_imports_torch(exported):
+    """The LiteRT measuring child loads only the LiteRT runtime (a failing export fails here)."""
     from lkca_edge.pipelines.profile import profile_artifact
 
+    art = exported("tflite", "fp32").artifact
     res = profile_artifact(art, runs=5, warmup=1, threads=1, op_runs=0)
     assert res.details["torch_in_child"] is False and res.latency_ms.median > 0
 
@@ -289,6 +272,7 @@ def _fake_runner(tmp_path) -> Path:
     return runner
 
 
+@pytest.mark.slow
 def test_adb_missing_is_a_clean_error(onnx_artifacts, tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()
@@ -298,6 +282,7 @@ def test_adb_missing_is_a_clean_error(onnx_artifacts, tmp_path):
     assert r.stderr.count("\n") == 1 and "adb not found on PATH" in r.stderr
 
 
+@pytest.mark.slow
 def test_adb_without_device_is_a_clean_error(onnx_artifacts, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -444,6 +429,7 @@ def test_thread_plan_labels_emulation():
     assert one["threads"] == 1 and one["cpus"] == [4] and "--threads" in one["note"]
 
 
+@pytest.mark.slow
 def test_verdict_uses_p95_where_a_runner_prints_no_p90(onnx_artifacts):
     from lkca_edge.manifest import read_manifest
     from lkca_edge.profiles.adb import parse_benchmark_model

@@ -19,6 +19,9 @@ from lkca_edge.errors import UserError
 from lkca_edge.preprocessing import Preprocessing
 
 FUZZ_CASES = int(os.environ.get("LKCA_EDGE_FUZZ_CASES", "12"))
+# Fixed seeds, so a failing mutation replays: LKCA_EDGE_FUZZ_SEED overrides all three.
+FUZZ_SEEDS = {name: int(os.environ.get("LKCA_EDGE_FUZZ_SEED", seed))
+              for name, seed in (("onnx", 11), ("tflite", 12), ("executorch", 13))}
 SOAK_INFERENCES = int(os.environ.get("LKCA_EDGE_SOAK", "10000"))
 
 
@@ -88,6 +91,7 @@ def test_profile_parser_names_file_and_field(key, value):
 
 # -- a full disk ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_full_disk_is_one_line_and_leaves_no_file(tmp_path):
     """RLIMIT_FSIZE stands in for a full disk: writes past 200 KB fail with EFBIG."""
     code = (
@@ -127,22 +131,13 @@ def test_out_path_that_is_a_file(tmp_path):
 
 # -- fuzzing the runtime loaders -----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def real_artifacts(tmp_path_factory, lkca1m, digits):
-    """One real fp32 artifact per runnable backend (exported without validation, for speed)."""
+@pytest.fixture
+def real_artifacts(exported):
+    """One real fp32 artifact per runnable backend (the session cache; read-only)."""
     from lkca_edge.converters import get_backend
-    from lkca_edge.pipelines.export import ExportRequest, export_model
 
-    out = tmp_path_factory.mktemp("fuzz")
-    arts = {}
-    for name in ("onnx", "tflite", "executorch"):
-        b = get_backend(name)
-        if b.available() or b.runnable():
-            continue
-        res = export_model(ExportRequest(model="lkca-1m", backend=name, out=str(out), validate=False),
-                           model=lkca1m, dataset=digits)
-        arts[name] = res.artifact
-    return arts
+    return {name: exported(name, "fp32").artifact for name in ("onnx", "tflite", "executorch")
+            if not (get_backend(name).available() or get_backend(name).runnable())}
 
 
 def _mutations(data: bytes, n: int, seed: int):
@@ -164,6 +159,7 @@ def _mutations(data: bytes, n: int, seed: int):
 
 
 @pytest.mark.parametrize("backend", ["onnx", "tflite", "executorch"])
+@pytest.mark.slow
 def test_mutated_artifacts_never_kill_the_cli(real_artifacts, digits, tmp_path, backend):
     from lkca_edge.isolation import run_isolated
     from lkca_edge.pipelines.artifacts import run_artifact
@@ -173,7 +169,7 @@ def test_mutated_artifacts_never_kill_the_cli(real_artifacts, digits, tmp_path, 
     good = real_artifacts[backend].read_bytes()
     x = digits.test_x[:2]
     outcomes = {"clean_error": 0, "ran": 0}
-    for i, (kind, data) in enumerate(_mutations(good, FUZZ_CASES, seed=hash(backend) % 1000)):
+    for i, (kind, data) in enumerate(_mutations(good, FUZZ_CASES, seed=FUZZ_SEEDS[backend])):
         path = tmp_path / f"m{i}{real_artifacts[backend].suffix}"
         path.write_bytes(data)
         try:
@@ -184,8 +180,9 @@ def test_mutated_artifacts_never_kill_the_cli(real_artifacts, digits, tmp_path, 
         except UserError as exc:
             assert "\n" not in str(exc).strip()
             outcomes["clean_error"] += 1
-    assert sum(outcomes.values()) == FUZZ_CASES
-    print(f"fuzz {backend}: {FUZZ_CASES} cases: {outcomes}")
+    print(f"fuzz {backend}: {FUZZ_CASES} cases, seed {FUZZ_SEEDS[backend]}: {outcomes}")
+    # truncations and header scrambles are among the cases: some must have been refused
+    assert outcomes["clean_error"] >= 1, outcomes
 
 
 # -- soak ------------------------------------------------------------------------------------------
@@ -204,6 +201,7 @@ def _soak(backend: str, path: str, images: np.ndarray, n: int) -> list[tuple[int
 
 
 @pytest.mark.parametrize("backend", ["onnx", "tflite", "executorch"])
+@pytest.mark.slow
 def test_soak_rss_does_not_grow(real_artifacts, digits, backend):
     from lkca_edge.isolation import run_isolated
 

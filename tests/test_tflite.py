@@ -25,14 +25,14 @@ def _export(out, model=None, dataset=None, **kw):
                         model=model, dataset=dataset)
 
 
-@pytest.fixture(scope="module")
-def fp32_export(lkca1m, digits, export_dir):
-    return _export(export_dir / "tflite", lkca1m, digits, precision="fp32")
+@pytest.fixture
+def fp32_export(exported):
+    return exported("tflite", "fp32")
 
 
-@pytest.fixture(scope="module")
-def int8_export(lkca1m, digits, export_dir):
-    return _export(export_dir / "tflite", lkca1m, digits, precision="int8")
+@pytest.fixture
+def int8_export(exported):
+    return exported("tflite", "int8")
 
 
 def test_fp32_export_passes_its_gate(fp32_export, digits):

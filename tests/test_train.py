@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from lkca_edge import create_model
 from lkca_edge.data import load_dataset
@@ -19,6 +20,7 @@ def _small_digits(model):
     return data
 
 
+@pytest.mark.slow
 def test_training_is_seeded_and_learns():
     results = []
     for _ in range(2):
@@ -32,6 +34,7 @@ def test_training_is_seeded_and_learns():
     assert a.wall_seconds > 0
 
 
+@pytest.mark.slow
 def test_training_keeps_the_requested_form():
     model = create_model("lkca-0.5m", form="frozen-linear")
     data = _small_digits(model)
@@ -47,6 +50,7 @@ def test_training_keeps_the_requested_form():
     assert np.abs(frozen - conv).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_train_command_writes_checkpoint_and_metrics(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lkca_edge", "train", "lkca-0.5m", "--epochs", "1",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)

@@ -58,7 +58,6 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
     A ``model`` passed in is copied first: the caller's model is never changed (its form, its
     weights), so one model can feed many exports.
     """
-    from lkca_edge.builder import model_source
     from lkca_edge.converters import get_backend
     from lkca_edge.data import load_dataset
     from lkca_edge.evaluation import reference_logits
@@ -66,6 +65,10 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
     from lkca_edge.logs import quiet
     from lkca_edge.pipelines.validate import static_validation
 
+    from lkca_edge.zoo import get_spec
+
+    if model is None:
+        get_spec(req.model)  # an unknown name is refused before torch is imported
     backend = get_backend(req.backend)
     recipe = backend.recipe(req.precision, req.recipe)
     backend.require_available()
@@ -73,9 +76,9 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
         raise UserError("--calibration-size must be at least 1")
     out_dir = ensure_dir(req.out)
 
-    if model is None:
-        from lkca_edge.builder import build_model_from
+    from lkca_edge.builder import build_model_from, model_source
 
+    if model is None:
         model = build_model_from(req.model, req.checkpoint, req.overrides)
     else:
         model = copy.deepcopy(model)  # set_form below must not change the caller's model
