@@ -45,7 +45,7 @@ def _validation_summary(c: Cell | None) -> dict | None:
         return None
     v = c.validation
     return {k: v.get(k) for k in ("accuracy", "reference_accuracy", "top1_agreement", "max_abs_err",
-                                  "cosine", "passed", "n_images", "static")}
+                                  "cosine", "passed", "n_images", "static", "estimate")}
 
 
 def _thread_figures(v: dict, n: int, timed: dict, peak: dict, subj: dict[str, Subject]) -> dict:

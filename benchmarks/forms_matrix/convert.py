@@ -96,7 +96,8 @@ def _validation_text(cell: Cell) -> str:
     v = cell.validation or {}
     if v.get("accuracy") is None:
         return ""
-    return (f"; acc {v['accuracy']:.2%} (ref {v['reference_accuracy']:.2%}), "
+    return (f"; {'estimated ' if v.get('estimate') else ''}acc {v['accuracy']:.2%} "
+            f"(ref {v['reference_accuracy']:.2%}), "
             f"agree {v['top1_agreement']:.1%}, max err {v['max_abs_err']:.2g}")
 
 

@@ -84,7 +84,8 @@ def targets_section(res: dict, level: str = "##") -> list[str]:
 def _accuracy(v: dict) -> str:
     if v.get("accuracy") is None:
         return "–"
-    return f"{v['accuracy']:.1%} / {v['top1_agreement']:.0%}"
+    est = "est. " if v.get("estimate") else ""  # Core ML off macOS: an estimate, not a run
+    return f"{est}{v['accuracy']:.1%} / {v['top1_agreement']:.0%}"
 
 
 def subject_sections(res: dict, level: str = "##") -> list[str]:
