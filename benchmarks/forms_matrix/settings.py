@@ -22,6 +22,17 @@ IMAGES_CYCLED = 8      # real test images cycled through the timed runs
 
 HELP = PACKAGE_DOC.split("\n\nOne module per phase")[0]
 
+# The full matrix (``make bench-perf``) and ``--quick``: option -> default. None for backends and
+# forms means every one the library has; "default" for forms: conv + the default export form.
+FULL_DEFAULTS = {"models": list(DEFAULT_MODELS), "backends": None, "forms": None, "recipes": "all",
+                 "threads": [1, 2], "rounds": 10, "runs_per_round": 20, "warmup": 3,
+                 "gemm_sizes": [256, 512, 1024], "gemm_runs": 3, "slice_budget": 1.5,
+                 "calibration_size": 128, "validation_limit": None, "vit": True, "profile": True}
+QUICK_DEFAULTS = {**FULL_DEFAULTS, "models": ["lkca-1m"], "forms": "default", "recipes": "default",
+                  "rounds": 2, "runs_per_round": 5, "warmup": 2, "gemm_sizes": [256],
+                  "gemm_runs": 2, "slice_budget": 0.5, "calibration_size": 16,
+                  "validation_limit": 32, "profile": False}
+
 
 @dataclass
 class Settings:
@@ -107,22 +118,24 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     a = ap.parse_args(argv)
 
     q = a.quick
-    pick = (lambda value, quick, full: value if value is not None else (quick if q else full))
+    defaults = dict(QUICK_DEFAULTS if q else FULL_DEFAULTS)
+    defaults["backends"] = defaults["backends"] or list(all_backends)
+    defaults["forms"] = (["conv", EXPORT_DEFAULT_FORM] if defaults["forms"] == "default"
+                         else defaults["forms"] or list(LKCA_FORMS))
+    def pick(name):
+        value = getattr(a, name)
+        value = defaults[name] if value is None else value
+        return list(value) if isinstance(value, list) else value
+
     s = Settings(
-        models=pick(a.models, ["lkca-1m"], list(DEFAULT_MODELS)),
-        backends=pick(a.backends, list(all_backends), list(all_backends)),
-        forms=pick(a.forms, ["conv", EXPORT_DEFAULT_FORM], list(LKCA_FORMS)),
-        recipes=pick(a.recipes, "default", "all"),
-        threads=pick(a.threads, [1, 2], [1, 2]),
-        rounds=pick(a.rounds, 2, 10),
-        runs_per_round=pick(a.runs_per_round, 5, 20),
-        warmup=pick(a.warmup, 2, 3),
-        gemm_sizes=pick(a.gemm_sizes, [256], [256, 512, 1024]),
-        gemm_runs=pick(a.gemm_runs, 2, 3),
-        slice_budget=pick(a.slice_budget, 0.5, 1.5),
-        calibration_size=pick(a.calibration_size, 16, 128),
-        validation_limit=pick(a.validation_limit, 32, None),
-        vit=not a.no_vit, profile=not a.no_profile and not q, quick=q,
+        models=pick("models"), backends=pick("backends"), forms=pick("forms"),
+        recipes=pick("recipes"), threads=pick("threads"), rounds=pick("rounds"),
+        runs_per_round=pick("runs_per_round"), warmup=pick("warmup"),
+        gemm_sizes=pick("gemm_sizes"), gemm_runs=pick("gemm_runs"),
+        slice_budget=pick("slice_budget"), calibration_size=pick("calibration_size"),
+        validation_limit=pick("validation_limit"),
+        vit=not a.no_vit and defaults["vit"], profile=not a.no_profile and defaults["profile"],
+        quick=q,
         out=a.out or str(REPO_ROOT / "runs" / "operator_forms" / time.strftime("%Y%m%d-%H%M%S")),
         cache=a.cache, reuse=a.reuse,
         argv=list(sys.argv if argv is None else ["operator_forms.py", *argv]))
