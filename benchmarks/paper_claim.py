@@ -47,7 +47,7 @@ def measure(models: list[str], epochs: int, argv: list[str]) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="lkca-paper-claim-") as work:
         for name in models:
-            m = train_command(name, "digits", Path(work) / name, cfg, show_progress=False)
+            m = train_command(name, "digits", Path(work) / name, cfg, show_progress=False).metrics
             rows.append({"model": name, "params": count_params(get_spec(name).config),
                          "test_accuracy": m["test_accuracy"],
                          "best_val_accuracy": m["best_val_accuracy"],

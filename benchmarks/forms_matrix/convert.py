@@ -158,8 +158,9 @@ class _Sources:
                 for k, d in self.datasets.items()}
 
 
-def _validate_runnable(cell: Cell, subj: Subject, backend, artifact, logits_ref, x, y) -> None:
-    """Load, run and gate a runnable artifact; untrained int8 cells are reported, not gated."""
+def _validate_runnable(cell: Cell, trained: bool, backend, artifact, logits_ref, x, y) -> None:
+    """Load, run and gate a runnable artifact (an untrained model by the library's untrained
+    gate: numerics alone)."""
     import torch
 
     from lkca_edge.errors import describe_exception
@@ -180,21 +181,17 @@ def _validate_runnable(cell: Cell, subj: Subject, backend, artifact, logits_ref,
         return
     finally:
         del runner
-    v = validate_logits(logits, logits_ref, y, backend.name, cell.precision)
+    v = validate_logits(logits, logits_ref, y, backend.name, cell.precision, trained=trained,
+                        data="digits")
     cell.validation = v.to_dict()
-    if not (subj.trained or cell.precision == "fp32"):
-        cell.status = "ungated"
-        cell.reason = ("untrained weights: int8 agreement reported, not gated"
-                       + (f" (the gate would say: {'; '.join(v.failures)})" if v.failures else ""))
-        cell.validation["passed"] = None
-    elif v.passed:
+    if v.passed:
         cell.status = "ok"
     else:
         cell.status, cell.stage = "gate-failed", "gate"
         cell.reason = f"{cell.precision} gate: {'; '.join(v.failures)}"
 
 
-def _validate_static(cell: Cell, backend, artifact, model, logits_ref, x, y) -> None:
+def _validate_static(cell: Cell, trained: bool, backend, artifact, model, logits_ref, x, y) -> None:
     """An artifact this OS cannot run: the pipeline's static checks (and estimate, if any)."""
     from lkca_edge.errors import describe_exception
     from lkca_edge.logs import quiet
@@ -204,7 +201,8 @@ def _validate_static(cell: Cell, backend, artifact, model, logits_ref, x, y) -> 
     cell.status, cell.reason = "convert-only", reason
     try:
         with quiet():
-            v = static_validation(backend, artifact, model, x, y, logits_ref, cell.precision, reason)
+            v = static_validation(backend, artifact, model, x, y, logits_ref, cell.precision, reason,
+                                  trained=trained, data="digits")
     except Exception as exc:  # noqa: BLE001
         cell.validation = {"static": True, "passed": None, "note": describe_exception(exc, 300)}
         return
@@ -245,10 +243,12 @@ def _convert_and_validate(cell: Cell, subj: Subject, sources: _Sources, settings
     limit = settings.validation_limit or len(data.test_x)
     x, y = data.test_x[:limit], data.test_y[:limit]
     ref = sources.reference(subj, cell.form, x)
+    trained = bool(getattr(model, "trained", subj.trained))
     if backend.runnable() is None:
-        _validate_runnable(cell, subj, backend, res.artifact, ref, x, y)
+        _validate_runnable(cell, trained, backend, res.artifact, ref, x, y)
     else:
-        _validate_static(cell, backend, res.artifact, sources.source(subj, cell.form), ref, x, y)
+        _validate_static(cell, trained, backend, res.artifact, sources.source(subj, cell.form),
+                         ref, x, y)
     cell.validate_s = round(time.perf_counter() - t1, 2)
     print(f"{prefix}: {cell.status} convert {cell.convert_s:.1f} s, export {cell.export_s:.1f} s"
           + _validation_text(cell) + (f" - {cell.reason}" if cell.reason and cell.status != "ok"

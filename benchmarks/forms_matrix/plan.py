@@ -47,7 +47,9 @@ class Cell:
     precision: str
     default_recipe: bool
     default_form: bool
-    status: str = "pending"   # ok | ungated | gate-failed | failed | convert-only | unavailable
+    # ok | gate-failed | failed | convert-only | unavailable ("ungated": runs made before the
+    # library gated untrained models, read by --reuse)
+    status: str = "pending"
     stage: str | None = None  # where a failure happened: convert | load | run | gate
     reason: str | None = None
     artifact: str | None = None

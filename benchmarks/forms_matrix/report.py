@@ -34,8 +34,8 @@ def header(res: dict) -> list[str]:
     untrained = [x["key"] for x in res["subjects"] if not x["pretrained"]]
     trained = [x["key"] for x in res["subjects"] if x["pretrained"]]
     L.append(f"Weights: {', '.join(trained) or 'none'} trained (shipped digits weights); "
-             f"{', '.join(untrained) or 'none'} **untrained** (random init): their int8 cells are "
-             f"reported without a gate (agreement only), their fp32 cells are gated.  ")
+             f"{', '.join(untrained) or 'none'} **untrained** (random init): gated on numerics "
+             f"alone (the library's untrained gate), their accuracy is not meaningful.  ")
     L.append("Speed-up = the paper's conv form in PyTorch eager fp32 (same LKCA model, same thread "
              "count) / the variant's median. GMAC/s = multiply-accumulates the variant executes / "
              "median (form `fused` executes one dim x dim matmul per block fewer than the model's "
