@@ -21,6 +21,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = "lkca-edge-paper-claim/1"
+DEFAULT_MODELS = ("lkca-1m", "vit-1m")
+DEFAULT_EPOCHS = 20
 
 
 def table(result: dict) -> str:
@@ -62,8 +64,8 @@ def measure(models: list[str], epochs: int, argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["lkca-1m", "vit-1m"])
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    ap.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     ap.add_argument("--json", help="also write the result file here")
     args = ap.parse_args(argv)
     if args.epochs < 1:

@@ -104,7 +104,7 @@ def render_operator_forms(result: dict | None, path: str) -> str:
     L = []
     if reduced:
         L.append(f"**Reduced configuration, not the full matrix**: {'; '.join(reduced)}. The "
-                 f"full figures come from `make bench-perf` (see below).  ")
+                 f"full matrix's command is below this section.  ")
     L.append(f"Run finished {result.get('finished', '?')}; backends "
              f"{', '.join(s['backends'])}; forms {', '.join(s['forms'])}; "
              f"{_versions(result, ('torch', 'executorch', 'litert-torch', 'ai-edge-litert', 'onnxruntime', 'coremltools'))}.  ")
@@ -167,7 +167,11 @@ def render_paper_claim(result: dict | None, path: str) -> str:
         return _missing(path, ".venv/bin/python benchmarks/paper_claim.py --json "
                               "benchmarks/results/paper_claim.json")
     recipe = ", ".join(f"{k} {v}" for k, v in result["recipe"].items() if v is not None)
-    return "\n".join([
+    epochs = result["recipe"].get("epochs")
+    reduced = ([f"**Reduced configuration**: {epochs} epochs (full: {paper_claim.DEFAULT_EPOCHS}); "
+                f"`.venv/bin/python benchmarks/paper_claim.py --json {path}` is the full run.  "]
+               if epochs != paper_claim.DEFAULT_EPOCHS else [])
+    return "\n".join(reduced + [
         f"Command: `{result['command']}`  ",
         f"Run finished {result.get('finished', '?')} on {_host(result)}; {result['dataset']}, "
         f"the same recipe for every model ({recipe}).", "", paper_claim.table(result)])
