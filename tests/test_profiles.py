@@ -295,7 +295,7 @@ def test_adb_without_device_is_a_clean_error(onnx_artifacts, tmp_path):
     assert "no Android device attached" in r.stderr
     r = cli("profile", str(onnx_artifacts["int8"]), "--device", "raspberry-pi-4", "--adb",
             "--runner", str(_fake_runner(tmp_path)))
-    assert r.returncode == 2 and "--adb profiles Android phones" in r.stderr
+    assert r.returncode == 2 and "adb:// profiles Android phones" in r.stderr
 
 
 # -- on-device runner output parsers ------------------------------------------------------------
