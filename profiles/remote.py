@@ -313,7 +313,9 @@ def profile_over_ssh(target: SshTarget, artifact: Path, manifest, backend, profi
     memory = board.memory or {}
     device_mb = memory.get("device_memory_mb", board.peak_rss_mb)
     host = dict(board.host or {}, remote=target.url, uname_m=run.machine, cpu_probe=run.cpu)
-    details = dict(board.details or {}, board_artifact=board.artifact, board_workdir=run.workdir,
+    board_artifact = board.artifact if board.artifact.startswith("/") or not run.workdir \
+        else f"{run.workdir}/{board.artifact}"
+    details = dict(board.details or {}, board_artifact=board_artifact, board_workdir=run.workdir,
                    remote=target.url, remote_command=command or DEFAULT_COMMAND,
                    board_verdict_note=(board.verdict or {}).get("note"))
     return ProfileResult(**{**board.__dict__, "artifact": str(artifact), "host": host,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -176,6 +177,13 @@ def test_profile_json_onnx_fp32_and_int8(onnx_artifacts):
     assert int8["host"]["emulated_threads"] is True
     assert "host-emulated" in int8["host"]["thread_note"]
     assert "not on a raspberry-pi-4" in int8["verdict"]["measured_on"]
+    # a host run is no measurement of the board: no latency/memory verdict, and why
+    assert int8["verdict"]["latency_ok"] is None and int8["verdict"]["memory_ok"] is None
+    assert int8["verdict"]["on_device"] is False
+    assert int8["verdict"]["not_on_device"] == (f"measured on host {platform.machine()}, "
+                                                f"not on raspberry-pi-4")
+    assert int8["verdict"]["accuracy_ok"] is True  # accuracy is the device-independent gate
+    assert int8["memory"]["device_memory_mb"] == int8["peak_rss_mb"]  # no libtorch in ORT
     assert int8["verdict"]["budgets"]["latency_ms"] == 33
     assert int8["size_bytes"] < fp32["size_bytes"] / 2
     assert int8["param_bytes"] == int8["params"]

@@ -56,16 +56,21 @@ def measured_on_device(c: dict, name: str) -> tuple[bool, str]:
     prof = c.get("profile") or {}
     verdict = prof.get("verdict") or {}
     device = prof.get("device")
-    host = ((prof.get("host") or {}).get("machine")) or "this host"
-    if device is not None and device != name:
-        return False, f"measured on host {host} for {device}, not on {name}"
-    if "on_device" in verdict:  # results written since the on-device rule
-        return (bool(verdict["on_device"]),
-                verdict.get("not_on_device") or f"measured on host {host}, not on {name}")
+    host = prof.get("host") or {}
+    here = f"measured on host {host.get('machine') or 'x86_64'}, not on {name}"
     mode = prof.get("mode") or c.get("mode")
-    if mode in ("adb", "ssh") or (mode == "measured" and name == "host"):
-        return True, ""
-    return False, f"measured on host {host}, not on {name}"
+    if "on_device" in verdict:  # results written since the on-device rule
+        on_device = bool(verdict["on_device"])
+    else:
+        on_device = mode in ("adb", "ssh") or (mode == "measured" and device in (None, "host")
+                                               and name == "host")
+    if device is not None and device != name:
+        if on_device and device != "host":
+            return False, f"measured on {device} ({host.get('remote') or mode}), not on {name}"
+        return False, here
+    if not on_device:
+        return False, verdict.get("not_on_device") or here
+    return True, ""
 
 
 def _rejection(c: dict, name: str, prof: dict) -> str | None:
