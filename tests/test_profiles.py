@@ -149,7 +149,7 @@ def _check_schema(d: dict, runs: int) -> None:
     assert d["ops"] and all({"op", "ms", "count", "delegated"} <= set(o) for o in d["ops"])
     assert d["details"]["torch_in_child"] is False       # runtime-only path: no torch in the child
     assert "torch" not in d["details"]["modules_in_child"]
-    assert d["details"]["n_images"] > 1 and "digits test split" in d["details"]["inputs"]
+    assert d["details"]["n_images"] > 1 and "validation pack" in d["details"]["inputs"]
 
 
 @pytest.mark.slow
