@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -148,7 +149,7 @@ def _check_schema(d: dict, runs: int) -> None:
     assert d["ops"] and all({"op", "ms", "count", "delegated"} <= set(o) for o in d["ops"])
     assert d["details"]["torch_in_child"] is False       # runtime-only path: no torch in the child
     assert "torch" not in d["details"]["modules_in_child"]
-    assert d["details"]["n_images"] > 1 and "digits test split" in d["details"]["inputs"]
+    assert d["details"]["n_images"] > 1 and "validation pack" in d["details"]["inputs"]
 
 
 @pytest.mark.slow
@@ -176,6 +177,13 @@ def test_profile_json_onnx_fp32_and_int8(onnx_artifacts):
     assert int8["host"]["emulated_threads"] is True
     assert "host-emulated" in int8["host"]["thread_note"]
     assert "not on a raspberry-pi-4" in int8["verdict"]["measured_on"]
+    # a host run is no measurement of the board: no latency/memory verdict, and why
+    assert int8["verdict"]["latency_ok"] is None and int8["verdict"]["memory_ok"] is None
+    assert int8["verdict"]["on_device"] is False
+    assert int8["verdict"]["not_on_device"] == (f"measured on host {platform.machine()}, "
+                                                f"not on raspberry-pi-4")
+    assert int8["verdict"]["accuracy_ok"] is True  # accuracy is the device-independent gate
+    assert int8["memory"]["device_memory_mb"] == int8["peak_rss_mb"]  # no libtorch in ORT
     assert int8["verdict"]["budgets"]["latency_ms"] == 33
     assert int8["size_bytes"] < fp32["size_bytes"] / 2
     assert int8["param_bytes"] == int8["params"]
@@ -296,7 +304,7 @@ def test_adb_without_device_is_a_clean_error(onnx_artifacts, tmp_path):
     assert "no Android device attached" in r.stderr
     r = cli("profile", str(onnx_artifacts["int8"]), "--device", "raspberry-pi-4", "--adb",
             "--runner", str(_fake_runner(tmp_path)))
-    assert r.returncode == 2 and "--adb profiles Android phones" in r.stderr
+    assert r.returncode == 2 and "adb:// profiles Android phones" in r.stderr
 
 
 # -- on-device runner output parsers ------------------------------------------------------------
