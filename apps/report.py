@@ -121,7 +121,7 @@ def compact_table(results: dict) -> Table:
         ["drop", "gate", "mem/lat/acc"]
     rows = []
     for c, row in zip(cells, wide.rows):
-        status = row[index["status"]].replace("ok (static)", "static").replace("FAILED", "FAIL")
+        status = row[index["status"]].replace("ok (static)", "static")
         out = [row[index[h]] for h in keep[:-1]] + [status]
         for title, name, _ in COMPACT_COLUMNS:
             source = {"KB": "size KB"}.get(title, title)

@@ -182,3 +182,22 @@ def test_a_missing_or_nan_latency_never_fits(bad):
     c["profile"] = {"latency_ms": bad}
     c["metrics"]["latency_p90_ms"] = None
     assert ship(results(c), "phone")["cell"] is None
+
+
+def test_terminal_table_fits_100_columns_unless_wide(capsys):
+    from types import SimpleNamespace
+
+    from lkca_edge.apps.console import print_bench_summary
+
+    res = results(*(cell(b, p, median=1.23, p90=1.5) for b in ("executorch", "tflite", "onnx")
+                    for p in ("fp32", "int8")), cell("coreml", "int8", note="latency needs macOS"))
+    res["run"].update(models=["lkca-1m"], device="phone")
+    res["ship"] = what_to_ship(res)
+    outcome = SimpleNamespace(results=res, files={"report.html": "r.html"}, out_dir="run",
+                              run_id=None, db_path=None, db_error=None)
+    print_bench_summary(outcome)
+    narrow = capsys.readouterr().out
+    table = [line for line in narrow.splitlines() if line[:1] in "┏┃┡│└"]
+    assert len(table) >= 8 and max(len(line) for line in table) <= 100
+    print_bench_summary(outcome, wide=True)
+    assert "conv s" in capsys.readouterr().out and "conv s" not in narrow
