@@ -14,16 +14,41 @@ INT8_STEPS = 1.0  # dequantized int8 weight within one quantization step of its 
 MAX_LISTED = 5  # failures listed by name; the rest are counted
 
 
-def check_interface(info: dict, model) -> list[str]:
+def check_interface(info: dict, model, affine=None, labels=None) -> list[str]:
+    """The package's I/O against the source: one float32 (1, C, H, W) array input, or (with
+    ``affine``) one RGB/BGR image of the model's size normalised by exactly that scale and bias;
+    a float32 (1, classes) ``logits`` output, and (with ``labels``) a classifier over them."""
     c = model.config
     want_in = [1, c.in_channels, c.image_size, c.image_size]
     want_out = [1, c.num_classes]
     fails = []
     ins, outs = info["inputs"], info["outputs"]
-    if len(ins) != 1 or ins[0].get("shape") != want_in or ins[0].get("dtype") != "float32":
-        fails.append(f"inputs are {ins}, expected one float32 {tuple(want_in)} array")
-    if len(outs) != 1 or outs[0].get("shape") != want_out or outs[0].get("dtype") != "float32":
-        fails.append(f"outputs are {outs}, expected one float32 {tuple(want_out)} array")
+    if affine is None:
+        if len(ins) != 1 or ins[0].get("shape") != want_in or ins[0].get("dtype") != "float32":
+            fails.append(f"inputs are {ins}, expected one float32 {tuple(want_in)} array")
+    else:
+        want = {"type": "image", "width": c.image_size, "height": c.image_size,
+                "color": affine.color_layout}
+        if len(ins) != 1 or {k: ins[0].get(k) for k in want} != want:
+            fails.append(f"inputs are {ins}, expected one {affine.color_layout} image of "
+                         f"{c.image_size}x{c.image_size}")
+        found = info.get("image_preprocessing") or {}
+        if not found:
+            fails.append("the image input's scale and bias ops were not found in the program")
+        else:
+            scale_ok = np.isclose(found["scale"], affine.scale, rtol=FP16_RTOL)
+            bias_ok = np.allclose(found["bias"], affine.bias, rtol=FP16_RTOL, atol=FP16_RTOL)
+            if not (scale_ok and bias_ok):
+                fails.append(f"the image input normalises with scale {found['scale']:.6g}, bias "
+                             f"{found['bias']}; the preprocessing needs scale {affine.scale:.6g}, "
+                             f"bias {list(affine.bias)}")
+    arrays = [o for o in outs if o.get("type", "multiArrayType") == "multiArrayType"]
+    if len(arrays) != 1 or arrays[0].get("shape") != want_out or arrays[0].get("dtype") != "float32":
+        fails.append(f"outputs are {outs}, expected one float32 {tuple(want_out)} logits array")
+    if labels is not None:
+        classifier = info.get("classifier") or {}
+        if list(classifier.get("labels") or []) != list(labels):
+            fails.append(f"the classifier's labels are {classifier.get('labels')}, expected {list(labels)}")
     if info["compute_ops"] == 0:
         fails.append("the MIL program has no compute ops")
     return fails
@@ -137,8 +162,11 @@ def match_weights(stored: list[_Stored], model) -> dict:
     """Pair each stored tensor with its source tensor and check it within its storage precision."""
     tensors, required = _source_tensors(model)
     params = dict(model.named_parameters())
-    export_names = {("p_" if name in params else "b_") + name.replace(".", "_"): name
-                    for name in tensors}
+    export_names = {}
+    for name in tensors:  # as torch.export names them, bare or under a wrapper's "network"
+        flat = name.replace(".", "_")
+        prefix = "p_" if name in params else "b_"
+        export_names[prefix + flat] = export_names[f"{prefix}network_{flat}"] = name
     pairs: dict[str, _Stored] = {}
     unclaimed = []
     for s in stored:
@@ -183,7 +211,7 @@ def match_weights(stored: list[_Stored], model) -> dict:
 def static_note(result: dict, info: dict) -> str:
     w = result["weights"]
     ins, outs = info["inputs"], info["outputs"]
-    io = ", ".join(f"{f['name']} {tuple(f.get('shape', []))} {f.get('dtype', '')}" for f in ins + outs)
+    io = ", ".join(f"{f['name']} {_describe_feature(f)}" for f in ins + outs)
     ops = info["compute_ops"]
     worst = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in w["worst"].items())
     head = "static checks passed" if result["passed"] else "static checks FAILED"
@@ -197,3 +225,11 @@ def static_note(result: dict, info: dict) -> str:
         note += (f". ESTIMATE, not a device run ({e['how']}, on {e['images']}): {acc}"
                  f"top-1 agreement {e['top1_agreement']:.2%}, max logit err {e['max_abs_err']:.3g}")
     return note
+
+
+def _describe_feature(f: dict) -> str:
+    if f.get("type") == "image":
+        return f"{f.get('color')} image {f.get('width')}x{f.get('height')}"
+    if "shape" in f:
+        return f"{tuple(f['shape'])} {f.get('dtype', '')}"
+    return str(f.get("type", ""))

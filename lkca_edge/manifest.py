@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from lkca_edge.errors import UserError
 from lkca_edge.fileio import write_json
+from lkca_edge.preprocessing import INPUT_KINDS
 
 SCHEMA = "lkca-edge-manifest/1"
 
@@ -64,11 +65,23 @@ class Manifest:
     validation: dict | None = None
     params: int = 0
     macs: int = 0
+    # What the artifact takes: "tensor" (float32 N, C, H, W) or "image" (uint8 N, H, W, 3 RGB,
+    # normalised inside the graph); manifests from before this field are "tensor".
+    input_kind: str = "tensor"
+    # Files that travel with the artifact, by role: {"labels": "<artifact>.labels.txt", ...}.
+    files: dict = field(default_factory=dict)
 
     @staticmethod
     def path_for(artifact: str | Path) -> Path:
         artifact = Path(artifact)
         return artifact.with_name(artifact.name + ".manifest.json")
+
+    @staticmethod
+    def companion_path(artifact: str | Path, suffix: str) -> Path:
+        """``<artifact>.<suffix>``: where a file that travels with an artifact lives
+        (``labels.txt`` -> ``model.tflite.labels.txt``)."""
+        artifact = Path(artifact)
+        return artifact.with_name(f"{artifact.name}.{suffix}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +104,12 @@ class Manifest:
                           ("precision", str), ("preprocessing", dict), ("recipe", dict)):
             if not isinstance(getattr(m, name), typ):
                 raise UserError(f"{source}: manifest field {name!r} must be a {typ.__name__}")
+        if m.input_kind not in INPUT_KINDS:
+            raise UserError(f"{source}: manifest input_kind must be one of {', '.join(INPUT_KINDS)}, "
+                            f"got {m.input_kind!r}")
+        if not isinstance(m.files, dict) or not all(isinstance(v, str) and "/" not in v and "\\" not in v
+                                                     for v in m.files.values()):
+            raise UserError(f"{source}: manifest field 'files' must map roles to file names")
         return m
 
     def write(self, artifact: str | Path) -> Path:
