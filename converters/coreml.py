@@ -421,8 +421,9 @@ class CoreMLBackend(Backend):
             # The package's network is the source with the std folded into its first layer,
             # fed what the ImageType makes of the pixels.
             model = fold_channel_multipliers(model, affine.multipliers)
-            if images is not None:
-                images = affine.network_input(images)
+            if images is not None:  # the package's input (pixels); normalised arrays also do
+                pixels = images if images.dtype == np.uint8 else prep.to_pixels(images)
+                images = affine.network_input(pixels)
         classifier_labels = None
         if info.get("classifier") is not None and prep is not None:
             classifier_labels = (list(prep.labels) if len(prep.labels) == model.config.num_classes

@@ -28,6 +28,8 @@ class Gate:
         return ", ".join(parts)
 
 
+DYNAMIC_BATCH = 4  # a dynamic-batch artifact is validated at batch 1 and at this batch size
+
 GATES = {
     "fp32": Gate(max_abs_err=1e-4),
     "fp16": Gate(max_accuracy_drop=0.01, min_top1_agreement=0.98),

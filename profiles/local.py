@@ -60,11 +60,12 @@ def prepare_inputs(manifest, work: Path, n: int = DEFAULT_IMAGES) -> dict:
     prep = Preprocessing.from_dict(manifest.preprocessing)
     data = load_digits(prep)
     x, y = data.test_x[:n], data.test_y[:n]
+    x = prep.as_input(x, getattr(manifest, "input_kind", "tensor"))  # pixels for an image input
     shape = (manifest.inputs[0].get("shape") if manifest.inputs else None) or []
     if shape and list(x.shape[1:]) != [int(s) for s in shape[1:]]:
         raise UserError(f"the artifact takes inputs of shape {shape}, but its preprocessing makes "
                         f"{[1, *x.shape[1:]]} images")
-    np.save(work / "inputs.npy", np.ascontiguousarray(x, np.float32))
+    np.save(work / "inputs.npy", x)
     digit_labels = list(prep.labels) == [str(i) for i in range(10)]
     if digit_labels:
         np.save(work / "labels.npy", y)

@@ -64,7 +64,7 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
     from lkca_edge.converters import get_backend
     from lkca_edge.data import load_dataset
     from lkca_edge.evaluation import reference_logits
-    from lkca_edge.gates import validate_logits
+    from lkca_edge.gates import DYNAMIC_BATCH, validate_logits
     from lkca_edge.logs import quiet
     from lkca_edge.pipelines.validate import static_validation
 
@@ -154,9 +154,6 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
             manifest.files[suffix.rsplit(".", 1)[0].replace(".", "_")] = path.name
     manifest_path = manifest.write(artifact)
     return ExportResult(artifact, manifest, manifest_path)
-
-
-DYNAMIC_BATCH = 4  # a dynamic-batch artifact is validated at batch 1 and at this batch size
 
 
 def artifact_extension(backend, req: ExportRequest) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from lkca_edge.evaluation import reference_logits
-from lkca_edge.gates import GATES, ValidationResult, apply_gate, not_runnable, validate_logits
+from lkca_edge.gates import (DYNAMIC_BATCH, GATES, ValidationResult, apply_gate, not_runnable,
+                             validate_logits)
 
 
 def static_validation(backend, path, model, images, labels, reference, precision: str,
@@ -43,6 +44,7 @@ def validate_artifact(artifact, dataset: str | None = None, limit: int | None = 
     n = min(limit or len(data.test_x), len(data.test_x))
     x, y = data.test_x[:n], data.test_y[:n]
     ref = reference_logits(rebuild_source_model(manifest), x)
+    inputs = prep.as_input(x, manifest.input_kind)  # what the artifact takes (pixels for images)
     reason = backend.runnable()
     if reason is not None:
         static_check(backend, artifact)  # a file its backend cannot even read is refused
@@ -51,6 +53,18 @@ def validate_artifact(artifact, dataset: str | None = None, limit: int | None = 
         if stored.get("estimate"):
             result.note = f"{reason}; export-time estimate: {stored.get('note', '')}"
         return result
-    logits = run_isolated(run_artifact, backend.name, str(artifact), x, threads,
+    logits = run_isolated(run_artifact, backend.name, str(artifact), inputs, threads,
                           what=f"the {backend.name} runtime loading {artifact.name}")
-    return validate_logits(logits, ref, y, backend.name, manifest.precision)
+    result = validate_logits(logits, ref, y, backend.name, manifest.precision)
+    if has_dynamic_batch(manifest):
+        batched = run_isolated(run_artifact, backend.name, str(artifact), inputs, threads,
+                               DYNAMIC_BATCH, what=f"the {backend.name} runtime loading {artifact.name}")
+        result.add_batch(validate_logits(batched, ref, y, backend.name, manifest.precision),
+                         DYNAMIC_BATCH)
+    return result
+
+
+def has_dynamic_batch(manifest) -> bool:
+    """True when the manifest's input has a named (dynamic) batch dimension."""
+    shape = (manifest.inputs[0].get("shape") if manifest.inputs else None) or [1]
+    return isinstance(shape[0], str)
