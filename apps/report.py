@@ -99,6 +99,40 @@ def summary_table(results: dict, mark_best: bool = True) -> Table:
     return Table(headers, rows, ["l"] * 4 + ["r"] * (len(headers) - 4))
 
 
+# The terminal's default table: what a decision needs, in 100 columns (the rest: --wide, report).
+COMPACT_COLUMNS = (
+    ("KB", "size_bytes", _kb),
+    ("median ms", "latency_median_ms", _num),
+    ("peak MB", "peak_rss_mb", lambda v: NA if v is None else f"{v:.0f}"),
+    ("accuracy", "accuracy", _pct),
+)
+
+
+def compact_table(results: dict) -> Table:
+    """The summary in at most 100 columns: one row per cell, the figures a choice needs."""
+    wide = summary_table(results)
+    cells = results.get("cells", [])
+    one_model = len({c["model"] for c in cells}) <= 1
+    index = {h: i for i, h in enumerate(wide.headers)}
+    keep = ([] if one_model else ["model"]) + ["backend", "precision", "status"]
+    headers = [{"precision": "prec"}.get(h, h) for h in keep] + [c[0] for c in COMPACT_COLUMNS] + \
+        ["drop", "gate", "mem/lat/acc"]
+    rows = []
+    for c, row in zip(cells, wide.rows):
+        status = row[index["status"]].replace("ok (static)", "static").replace("FAILED", "FAIL")
+        out = [row[index[h]] for h in keep[:-1]] + [status]
+        for title, name, _ in COMPACT_COLUMNS:
+            source = {"KB": "size KB"}.get(title, title)
+            out.append(row[index[source]].replace(" est.", "~"))
+        untrained = (c.get("validation") or {}).get("trained") is False
+        if untrained and out[-1] != NA:
+            out[-1] = "n/m"  # untrained: not meaningful
+        out += [row[index["drop pt"]].replace(" est.", "~"), row[index["gate"]],
+                row[index["budgets mem/lat/acc"]]]
+        rows.append(out)
+    return Table(headers, rows, ["l"] * len(keep) + ["r"] * (len(headers) - len(keep)))
+
+
 def notes_list(results: dict, validation_notes: bool = True) -> list[str]:
     """Failed cells with their errors, then the cells' notes (why figures are missing, how they
     were measured), each note once with the cells it applies to; with ``validation_notes`` also
@@ -209,8 +243,13 @@ def run_facts(results: dict) -> list[tuple[str, str]]:
                            f"p90 ≤ {dev.get('latency_budget_ms')} ms, accuracy drop ≤ "
                            f"{dev.get('accuracy_gate')} pt; threads {dev.get('threads')}"),
         ("measurement", f"batch 1, {run.get('runs')} timed runs after {run.get('warmup')} warm-up on "
-                        f"real digits test images, in a child process per artifact; accuracy on the "
-                        f"{run.get('calibration')} test split vs the fp32 PyTorch source"),
+                        f"each artifact's own held-out images, in a child process per artifact; "
+                        f"accuracy on the test split of the data below vs the fp32 PyTorch source"),
+        ("data", "; ".join(f"{m}: {d.get('spec')}" + ("" if d.get("trained", True) else
+                                                       " (untrained: accuracy not meaningful)")
+                           + (f" ({d['labels_note']})" if d.get("labels_note") else "")
+                           for m, d in (run.get("data") or {}).items())
+         or run.get("calibration") or NA),
         ("weights", "; ".join(f"{m}: {w}" for m, w in (run.get("weights") or {}).items()) or NA),
         ("command", run.get("command_line") or NA),
         ("versions", key_versions or NA),

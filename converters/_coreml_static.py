@@ -14,24 +14,29 @@ INT8_STEPS = 1.0  # dequantized int8 weight within one quantization step of its 
 MAX_LISTED = 5  # failures listed by name; the rest are counted
 
 
-def check_interface(info: dict, model, affine=None, labels=None) -> list[str]:
-    """The package's I/O against the source: one float32 (1, C, H, W) array input, or (with
-    ``affine``) one RGB/BGR image of the model's size normalised by exactly that scale and bias;
-    a float32 (1, classes) ``logits`` output, and (with ``labels``) a classifier over them."""
-    c = model.config
-    want_in = [1, c.in_channels, c.image_size, c.image_size]
-    want_out = [1, c.num_classes]
+def check_interface(info: dict, model, example: np.ndarray | None = None, affine=None,
+                    labels=None) -> list[str]:
+    """The package's I/O against the source: one float32 (1, C, H, W) array input of the
+    model's shape, or (with ``affine``) one RGB/BGR image of the model's size normalised by
+    exactly that scale and bias; a float32 (1, classes) ``logits`` output, and (with
+    ``labels``) a classifier over them; compute ops."""
+    from lkca_edge.converters.base import num_outputs
+
+    c = getattr(model, "config", None)
+    want_in = ([1, c.in_channels, c.image_size, c.image_size] if c is not None
+               else [1, *example.shape[1:]])
+    want_out = [1, num_outputs(model, example[:1] if example is not None else None)]
     fails = []
     ins, outs = info["inputs"], info["outputs"]
     if affine is None:
         if len(ins) != 1 or ins[0].get("shape") != want_in or ins[0].get("dtype") != "float32":
             fails.append(f"inputs are {ins}, expected one float32 {tuple(want_in)} array")
     else:
-        want = {"type": "image", "width": c.image_size, "height": c.image_size,
-                "color": affine.color_layout}
+        height, width = want_in[2], want_in[3]
+        want = {"type": "image", "width": width, "height": height, "color": affine.color_layout}
         if len(ins) != 1 or {k: ins[0].get(k) for k in want} != want:
             fails.append(f"inputs are {ins}, expected one {affine.color_layout} image of "
-                         f"{c.image_size}x{c.image_size}")
+                         f"{width}x{height}")
         found = info.get("image_preprocessing") or {}
         if not found:
             fails.append("the image input's scale and bias ops were not found in the program")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from lkca_edge.converters.base import (AppInfo, Backend, ConversionResult, Recipe, Runner,
-                                       float_io, register_backend)
+                                       float_io, model_name, num_outputs, register_backend)
 from lkca_edge.errors import UserError, first_line
 from lkca_edge.logs import quiet
 
@@ -260,7 +260,7 @@ class CoreMLBackend(Backend):
         mlmodel = self._convert(program, example, recipe, app, affine)  # int8 weights inside
         self._describe(mlmodel, model, recipe, app)
         mlmodel.save(str(out_path))
-        num_classes = model.config.num_classes
+        num_classes = num_outputs(model, example)
         inputs, outputs = float_io(pixels if affine is not None else example, num_classes,
                                    INPUT_NAME, OUTPUT_NAME)
         if app is not None:
@@ -327,14 +327,14 @@ class CoreMLBackend(Backend):
 
     @staticmethod
     def _describe(mlmodel, model, recipe: CoreMLRecipe, app: AppInfo | None = None) -> None:
-        mlmodel.short_description = (f"{model.zoo_name} logits, {recipe.name} recipe "
+        mlmodel.short_description = (f"{model_name(model)} logits, {recipe.name} recipe "
                                      f"({recipe.description})")
         image = app is not None and app.input_kind == "image"
         mlmodel.input_description[INPUT_NAME] = (
             "RGB image at the model's size; scale and bias normalize it inside the model" if image
             else "float32 (1, C, H, W) image, normalized as the preprocessing metadata says")
         mlmodel.output_description[OUTPUT_NAME] = "float32 (1, classes) logits"
-        meta = {"lkca_edge.model": model.zoo_name, "lkca_edge.recipe": recipe.name}
+        meta = {"lkca_edge.model": model_name(model), "lkca_edge.recipe": recipe.name}
         if app is not None:
             mlmodel.short_description = app.description
             mlmodel.author, mlmodel.version = app.author, app.version
@@ -426,9 +426,9 @@ class CoreMLBackend(Backend):
                 images = affine.network_input(pixels)
         classifier_labels = None
         if info.get("classifier") is not None and prep is not None:
-            classifier_labels = (list(prep.labels) if len(prep.labels) == model.config.num_classes
+            classifier_labels = (list(prep.labels) if len(prep.labels) == len(info["classifier"].get("labels") or [])
                                  else info["classifier"].get("labels"))
-        failures = _coreml_static.check_interface(info, model, affine, classifier_labels)
+        failures = _coreml_static.check_interface(info, model, images, affine, classifier_labels)
         program = self._read_program(path)
         stored = _coreml_static.stored_tensors(program)
         report = _coreml_static.match_weights(stored, model)

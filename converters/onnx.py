@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lkca_edge.converters.base import (AppInfo, Backend, ConversionResult, Recipe, Runner,
-                                       float_io, register_backend)
+                                       float_io, num_outputs, register_backend)
 from lkca_edge.errors import UserError, first_line
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -149,7 +149,7 @@ class OnnxBackend(Backend):
                 details["required_operators"] = config_name
             else:
                 onnx_path.replace(out_path)
-        inputs, outputs = float_io(example, model.config.num_classes, INPUT_NAME, OUTPUT_NAME,
+        inputs, outputs = float_io(example, num_outputs(model, example), INPUT_NAME, OUTPUT_NAME,
                                    batch=BATCH_DIM if dynamic else None)
         return ConversionResult(inputs, outputs, details, companions)
 

@@ -1,7 +1,11 @@
-"""``lkca-edge export``: choose form -> calibrate -> convert -> validate -> write artifact + manifest.
+"""``lkca-edge export``: data -> form -> calibrate -> convert -> validate -> artifact, validation
+pack and manifest.
 
-The artifact is written under a temporary name and renamed into place only after it passed its
-validation gate, so a silently wrong model is never left looking like a success.
+The calibration and validation data default to the data the model records (its checkpoint's,
+or the shipped weights'): never a silent fall-back to digits. Its labels are matched to the
+model's by name. The artifact is written under a temporary name and renamed into place only
+after it passed its gate, so a silently wrong model is never left looking like a success; a model
+whose weights are not finite, or that is at chance on the data, fails before anything is written.
 """
 
 from __future__ import annotations
@@ -17,16 +21,18 @@ from lkca_edge.forms import check_form, default_export_form
 from lkca_edge.manifest import SCHEMA, Manifest, now_iso, sha256_of, size_of
 from lkca_edge.versions import CORE_PACKAGES, tool_versions
 
+UNTRAINED_DATA = "digits"  # what an untrained zoo config (a latency study) is calibrated on
+
 
 @dataclass
 class ExportRequest:
-    model: str
-    backend: str
+    model: str | None = None   # zoo name; optional with a checkpoint that says what it is
+    backend: str = ""         # a backend name or alias (required)
     precision: str | None = None  # None: the recipe decides (fp32 when no recipe either)
     recipe: str | None = None
     checkpoint: str | None = None
     form: str | None = None
-    calibration: str = "digits"
+    calibration: str | None = None  # data set spec; None: the data the model records
     calibration_size: int = 128
     out: str = "out"
     validate: bool = True
@@ -46,31 +52,68 @@ class ExportResult:
     manifest: Manifest
     manifest_path: Path
 
+    @property
+    def validation(self) -> dict | None:
+        return self.manifest.validation
+
 
 def choose_form(model, backend: str, precision: str, forced: str | None) -> str | None:
-    if model.config.family != "lkca":
+    config = getattr(model, "config", None)
+    if config is None or config.family != "lkca" or not hasattr(model, "set_form"):
         if forced:
-            raise UserError(f"{model.zoo_name} is a softmax-attention ViT; --form applies only to LKCA")
+            raise UserError(f"{model_label(model)} is not an LKCA model; --form applies only to LKCA")
         return None
     return check_form(forced) if forced else default_export_form(backend, precision)
+
+
+def model_label(model) -> str:
+    return getattr(model, "zoo_name", None) or type(model).__name__
+
+
+def first_nonfinite_weight(model) -> str | None:
+    """'blocks.3.mlp.fc1.weight holds NaN' for the first non-finite weight, else None."""
+    import torch
+
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            kind = "NaN" if torch.isnan(tensor).any() else "Inf"
+            return f"its weight {name} holds {kind}"
+    return None
+
+
+def export_data(model, given: str | None, dataset=None):
+    """The data set an export calibrates and validates on, its labels matched to the model's."""
+    from lkca_edge.data import load_for_model, recorded_spec
+
+    if dataset is not None:
+        return dataset
+    trained = getattr(model, "trained", True)
+    if given is None and not trained:
+        given = UNTRAINED_DATA  # a latency study: any real images calibrate it
+    spec = recorded_spec(given, getattr(model, "data_record", None), "--calibration",
+                         f"{model_label(model)}")
+    return load_for_model(spec, model.preprocessing, model.preprocessing.labels,
+                          _num_classes(model), model_label(model))
+
+
+def _num_classes(model) -> int:
+    config = getattr(model, "config", None)
+    if config is not None:
+        return int(config.num_classes)
+    return int(getattr(model, "num_outputs", 0) or len(model.preprocessing.labels))
 
 
 def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
     """Run the whole export of one (model, backend, recipe) cell.
 
     A ``model`` passed in is copied first: the caller's model is never changed (its form, its
-    weights), so one model can feed many exports.
+    weights), so one model can feed many exports. ``dataset`` (already matched to the model's
+    labels) skips loading the data.
     """
     from lkca_edge.converters import get_backend
-    from lkca_edge.data import load_dataset
-    from lkca_edge.evaluation import reference_logits
-    from lkca_edge.gates import DYNAMIC_BATCH, validate_logits
-    from lkca_edge.logs import quiet
-    from lkca_edge.pipelines.validate import static_validation
-
     from lkca_edge.zoo import get_spec
 
-    if model is None:
+    if model is None and req.model is not None and req.checkpoint is None:
         get_spec(req.model)  # an unknown name is refused before torch is imported
     backend = get_backend(req.backend)
     recipe = backend.recipe(req.precision, req.recipe)
@@ -79,72 +122,87 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
     backend.require_available()
     if req.calibration_size < 1:
         raise UserError("--calibration-size must be at least 1")
+    if req.validation_limit is not None and req.validation_limit < 1:
+        raise UserError(f"--limit must be at least 1, got {req.validation_limit}")
     out_dir = ensure_dir(req.out)
 
-    from lkca_edge.builder import build_model_from, model_source
+    from lkca_edge.builder import build_model_from
 
     if model is None:
         model = build_model_from(req.model, req.checkpoint, req.overrides)
     else:
         model = copy.deepcopy(model)  # set_form below must not change the caller's model
+    broken = first_nonfinite_weight(model)
+    if broken:
+        raise GateFailed(f"{model_label(model)} cannot be exported: {broken} (nothing written)")
     form = choose_form(model, backend.name, recipe.precision, req.form)
     if form is not None:
         model.set_form(form)
     model.eval()
 
-    data = dataset if dataset is not None else load_dataset(req.calibration, model.preprocessing)
-    if data.test_x.shape[1:] != (model.config.in_channels, model.config.image_size, model.config.image_size):
-        raise UserError(f"dataset images are {data.test_x.shape[1:]}, the model needs "
-                        f"{(model.config.in_channels, model.config.image_size, model.config.image_size)}")
-    prep = model.preprocessing
+    data = export_data(model, req.calibration, dataset)
+    _check_image_shape(model, data)
     app = app_info(model, recipe, input_kind, req.dynamic_batch, data.labels)
-    calibration = prep.as_input(data.calibration(req.calibration_size), input_kind)
+    # what the artifact takes: the float arrays, or the uint8 pixels they came from
+    calibration = model.preprocessing.as_input(data.calibration(req.calibration_size), input_kind)
     example = calibration[:1]
-
-    stem = req.name or f"{model.zoo_name}_{backend.name}_{recipe.name}"
+    stem = req.name or f"{model_label(model)}_{backend.name}_{recipe.name}"
     artifact = Path(out_dir) / f"{stem}{extension}"
+    return _convert_validate_write(req, model, backend, recipe, form, data, calibration, example,
+                                   artifact, app)
+
+
+def _check_image_shape(model, data) -> None:
+    config = getattr(model, "config", None)
+    if config is None:
+        return
+    want = (config.in_channels, config.image_size, config.image_size)
+    if data.test_x.shape[1:] != want:
+        raise UserError(f"dataset images are {data.test_x.shape[1:]}, the model needs {want}")
+
+
+def _convert_validate_write(req, model, backend, recipe, form, data, calibration, example,
+                            artifact: Path, app) -> ExportResult:
+    from lkca_edge.builder import model_source
+    from lkca_edge.logs import quiet
+    from lkca_edge.validation_pack import pack_path
+
+    graph_model = model.export_module() if hasattr(model, "export_module") else model
     # form "fused": the compact fused network; an image input puts the normalization in front
-    graph_model = backend.graph_for(model.export_module(), app)
+    graph_model = backend.graph_for(graph_model, app)
+    trained = bool(getattr(model, "trained", True))
     with atomic_path(artifact) as tmp:
         t0 = time.perf_counter()
         with quiet():
             conversion = backend.convert(graph_model, example, recipe, calibration, tmp, app=app)
         seconds = time.perf_counter() - t0
 
-        validation = None
+        validation = pack = None
         if req.validate:
-            limit = req.validation_limit or len(data.test_x)
-            x, y = data.test_x[:limit], data.test_y[:limit]
-            ref = reference_logits(model, x)
-            inputs = prep.as_input(x, input_kind)  # the artifact's own input (pixels for images)
-            reason = backend.runnable()
-            if reason is None:
-                with quiet():  # runtimes log to fd 2 when they start (ExecuTorch's cpuinfo)
-                    runner = backend.load(tmp, threads=req.threads)
-                    logits = runner.run_many(inputs)
-                    batched = runner.run_many(inputs, DYNAMIC_BATCH) if req.dynamic_batch else None
-                validation = validate_logits(logits, ref, y, backend.name, recipe.precision)
-                if batched is not None:
-                    validation.add_batch(validate_logits(batched, ref, y, backend.name,
-                                                         recipe.precision), DYNAMIC_BATCH)
-            else:
-                validation = static_validation(backend, tmp, model, inputs, y, ref, recipe.precision, reason)
+            validation, pack = _validate(req, model, backend, recipe, tmp, data, trained, app)
             if validation.passed is False and req.enforce_gate:
-                raise GateFailed(f"{stem}{extension} failed its {recipe.precision} gate: "
+                raise GateFailed(f"{artifact.name} failed its {recipe.precision} gate: "
                                  f"{'; '.join(validation.failures)} (nothing written)")
-
+        pack_entry = None
+        if pack is not None:
+            pack_entry = _write_pack(pack_path(artifact), pack)
+        record = data.record.to_dict() if data.record is not None else None
         manifest = Manifest(
             schema=SCHEMA, artifact=artifact.name, sha256=sha256_of(tmp), size_bytes=size_of(tmp),
             backend=backend.name, recipe=recipe.to_dict(), precision=recipe.precision,
-            model=model.zoo_name, config=asdict(model.config), form=form, source=model_source(model),
-            preprocessing=model.preprocessing.to_dict(),
-            calibration=({"dataset": req.calibration, "split": "train", "size": int(len(calibration))}
+            model=model_label(model),
+            config=asdict(model.config) if hasattr(model, "config") else {},
+            form=form, source=model_source(model), preprocessing=model.preprocessing.to_dict(),
+            calibration=({"dataset": data.record.spec if data.record else data.name,
+                          "split": "train", "size": int(len(calibration))}
                          if recipe.calibrated else None),
             inputs=conversion.inputs, outputs=conversion.outputs, details=conversion.details,
             tool_versions=tool_versions(CORE_PACKAGES + backend.tool_packages), created=now_iso(),
             conversion_seconds=round(seconds, 2),
             validation=validation.to_dict() if validation else None,
-            params=model.num_params(), macs=model.macs(), input_kind=input_kind)
+            params=sum(p.numel() for p in model.parameters()),
+            macs=model.macs() if hasattr(model, "macs") else 0,
+            data=record, validation_pack=pack_entry, trained=trained, input_kind=app.input_kind)
         # Files that travel with the artifact: the labels, and what the backend adds (ORT's
         # required-operators config). Written before the artifact is renamed into place.
         companions = {"labels.txt": app.labels_text().encode("utf-8"), **conversion.companions}
@@ -154,6 +212,53 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
             manifest.files[suffix.rsplit(".", 1)[0].replace(".", "_")] = path.name
     manifest_path = manifest.write(artifact)
     return ExportResult(artifact, manifest, manifest_path)
+
+
+def _validate(req, model, backend, recipe, path: Path, data, trained: bool, app):
+    """The gate on the data's held-out images (fed as the artifact takes them; a dynamic batch
+    at batch 1 and 4), and the pack (images, labels, reference logits)."""
+    from lkca_edge.evaluation import reference_logits
+    from lkca_edge.gates import DYNAMIC_BATCH, validate_logits
+    from lkca_edge.logs import quiet
+    from lkca_edge.pipelines.validate import static_validation
+    from lkca_edge.validation_pack import ValidationPack, capacity
+
+    limit = req.validation_limit or len(data.test_x)
+    x, y = data.test_x[:limit], data.test_y[:limit]
+    ref = reference_logits(model, x)
+    inputs = model.preprocessing.as_input(x, app.input_kind)  # pixels for an image input
+    spec = data.record.spec if data.record is not None else data.name
+    common = dict(trained=trained, data=spec, labels_note=data.note)
+    reason = backend.runnable()
+    if reason is None:
+        with quiet():  # runtimes log to fd 2 when they start (ExecuTorch's cpuinfo)
+            runner = backend.load(path, threads=req.threads)
+            logits = runner.run_many(inputs)
+            batched = runner.run_many(inputs, DYNAMIC_BATCH) if app.dynamic_batch else None
+        validation = validate_logits(logits, ref, y, backend.name, recipe.precision, **common)
+        if batched is not None:
+            validation.add_batch(validate_logits(batched, ref, y, backend.name, recipe.precision,
+                                                 **common), DYNAMIC_BATCH)
+    else:
+        validation = static_validation(backend, path, model, inputs, y, ref, recipe.precision,
+                                       reason, **common)
+    pack = None
+    if data.test_pixels is not None:
+        n = min(len(y), capacity(data.test_pixels.shape[1]))
+        pack = ValidationPack(data.test_pixels[:n], y[:n], ref[:n])
+    return validation, pack
+
+
+def _write_pack(path: Path, pack) -> dict:
+    """Write the pack atomically beside the artifact; its manifest entry."""
+    import hashlib
+
+    from lkca_edge.validation_pack import pack_bytes
+
+    data = pack_bytes(pack.pixels, pack.labels, pack.reference_logits)
+    write_bytes(path, data)
+    return {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data),
+            "n_images": len(pack), "split": "test"}
 
 
 def artifact_extension(backend, req: ExportRequest) -> str:
@@ -174,18 +279,18 @@ def app_info(model, recipe, input_kind: str, dynamic_batch: bool, dataset_labels
     from lkca_edge import __version__
     from lkca_edge.converters import AppInfo
 
-    classes = model.config.num_classes
+    classes = _num_classes(model)
     labels = tuple(model.preprocessing.labels)
     if len(labels) != classes:
         labels = tuple(dataset_labels) if len(dataset_labels) == classes else tuple(
             str(i) for i in range(classes))
     taken = ("uint8 (1, H, W, 3) RGB pixels, normalized inside the model" if input_kind == "image"
              else "float32 (1, 3, H, W), normalized as the preprocessing says")
-    description = (f"{model.zoo_name} image classifier: {classes} classes, {recipe.name} "
+    name = model_label(model)
+    description = (f"{name} image classifier: {classes} classes, {recipe.name} "
                    f"({recipe.precision}); input {taken}; output logits (apply softmax for "
                    f"probabilities)")
-    return AppInfo(model=model.zoo_name, description=description,
-                   version=f"{model.zoo_name} {recipe.name}, lkca-edge {__version__}",
+    return AppInfo(model=name, description=description,
+                   version=f"{name} {recipe.name}, lkca-edge {__version__}",
                    labels=labels, preprocessing=model.preprocessing.to_dict(),
                    input_kind=input_kind, dynamic_batch=dynamic_batch)
-
