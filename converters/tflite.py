@@ -180,7 +180,6 @@ class LiteRTBackend(Backend):
                 self._serialize(self._convert(model, example), out_path)
         if app is not None:
             self._write_metadata(out_path, app)
-            details["metadata"] = "TFLITE_METADATA (TFLite Support schema) + labels.txt zipped"
         inputs, outputs = self._read_io(out_path)
         facts = self.inspect(out_path)
         facts.pop("io", None)  # the manifest's inputs/outputs already say it

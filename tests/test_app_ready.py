@@ -121,7 +121,7 @@ def test_tflite_int8_image_input_passes_its_gate(exported, digits):
     v = res.manifest.validation
     assert v["reference_accuracy"] - v["accuracy"] <= 0.01 and v["top1_agreement"] >= 0.98
     assert res.manifest.inputs[0]["dtype"] == "uint8" and "scale" not in res.manifest.inputs[0]
-    assert res.manifest.details["metadata"].startswith("TFLITE_METADATA")
+    assert res.manifest.details["metadata"]["files"] == ["labels.txt"]  # inspect's own read
 
 
 # -- ONNX: metadata_props, dynamic batch, ORT Mobile --------------------------------------------------
