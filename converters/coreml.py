@@ -239,9 +239,9 @@ class CoreMLBackend(Backend):
         network keeps its float input, with a per-channel std folded into its first layer."""
         if app is None or app.input_kind == "tensor":
             return model
-        from lkca_edge.image_input import fold_channel_multipliers
+        from lkca_edge.image_input import scale_channels
 
-        return fold_channel_multipliers(model, ImageAffine.of(app.prep()).multipliers)
+        return scale_channels(model, ImageAffine.of(app.prep()).multipliers)
 
     # -- convert --------------------------------------------------------------------------------
     def convert(self, model, example, recipe: Recipe, calibration, out_path: Path,
@@ -415,12 +415,12 @@ class CoreMLBackend(Backend):
             if prep is None:
                 raise UserError("checking an image-input Core ML package needs the source "
                                 "model's preprocessing")
-            from lkca_edge.image_input import fold_channel_multipliers
+            from lkca_edge.image_input import scale_channels
 
             affine = ImageAffine.of(prep)
             # The package's network is the source with the std folded into its first layer,
             # fed what the ImageType makes of the pixels.
-            model = fold_channel_multipliers(model, affine.multipliers)
+            model = scale_channels(model, affine.multipliers)
             if images is not None:  # the package's input (pixels); normalised arrays also do
                 pixels = images if images.dtype == np.uint8 else prep.to_pixels(images)
                 images = affine.network_input(pixels)

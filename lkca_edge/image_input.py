@@ -41,6 +41,29 @@ class ImageInput(nn.Module):
         return self.network(x * self.multiplier + self.offset)
 
 
+class ChannelScale(nn.Module):
+    """``network(x * multipliers[c])``: the per-channel remainder as one op, for networks whose
+    first layer cannot take it (not a patch-embedding Linear)."""
+
+    def __init__(self, network: nn.Module, multipliers):
+        super().__init__()
+        self.network = network
+        self.register_buffer("multipliers", torch.tensor(np.asarray(multipliers, np.float32)).view(1, -1, 1, 1))
+        object.__setattr__(self, "config", getattr(network, "config", None))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x * self.multipliers)
+
+
+def scale_channels(network: nn.Module, multipliers) -> nn.Module:
+    """``network`` taking inputs whose channel c is divided by ``multipliers[c]``: folded into
+    its first layer where it can be (no extra op), else one multiply in front."""
+    try:
+        return fold_channel_multipliers(network, multipliers)
+    except UserError:
+        return ChannelScale(copy.deepcopy(network), multipliers)
+
+
 def fold_channel_multipliers(network: nn.Module, multipliers) -> nn.Module:
     """A copy of ``network`` whose first layer (``patch_embed``, a Linear over (p1 p2 c)-ordered
     patch features) also multiplies input channel c by ``multipliers[c]``. The original is

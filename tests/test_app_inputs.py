@@ -105,3 +105,18 @@ def test_labels_fall_back_to_class_numbers(lkca1m):
     assert app_info(lkca1m, recipe, "tensor", False).labels == tuple(str(i) for i in range(10))
     assert app_info(lkca1m, recipe, "image", False).labels_text().splitlines()[0] == "0"
     assert Preprocessing.from_dict(app_info(lkca1m, recipe, "image", False).preprocessing) == lkca1m.preprocessing
+
+
+def test_scale_channels_folds_or_multiplies_in_front(lkca1m):
+    from lkca_edge.image_input import ChannelScale, scale_channels
+
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    m = torch.tensor([2.0, 0.5, 4.0]).view(1, 3, 1, 1)
+    folded = scale_channels(lkca1m, (2.0, 0.5, 4.0))
+    assert not isinstance(folded, ChannelScale)  # LKCA: into patch_embed, no extra op
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()).eval()
+    scaled = scale_channels(conv, (2.0, 0.5, 4.0))
+    assert isinstance(scaled, ChannelScale)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), lkca1m(x * m), atol=1e-4)
+        assert torch.allclose(scaled(x), conv(x * m), atol=1e-5)
