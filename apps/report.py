@@ -452,9 +452,10 @@ def make_plots(results: dict) -> list[Plot]:
     ]
     ops = _ops_figure(results)
     if ops is not None:
-        plots.append(Plot("operators", "Operator breakdown: slowest and fastest cell", _png(ops),
-                          "Time per run of the most expensive operators, from the runtime's own "
-                          "profiler (green: delegated). " + ops_note(results)))
+        shown = " and ".join(f"{which} {cell_name(c)}" for which, c in extreme_cells(results)[0])
+        plots.append(Plot("operators", f"Operator breakdown: {shown}", _png(ops),
+                          f"Time per run of the most expensive operators of {shown}, from the "
+                          f"runtime's own profiler (green: delegated). " + ops_note(results)))
     return plots
 
 
@@ -471,10 +472,19 @@ def md_table(t: Table) -> str:
     return "\n".join(lines)
 
 
-def _ship(results: dict) -> list[str]:
+def _ship(results: dict) -> list[tuple[str, list[str]]]:
+    """(line per device profile, why each cell does not qualify where nothing does)."""
     entries = results.get("ship") or what_to_ship(results)
     device = results.get("run", {}).get("device")
-    return [ship_line(e, device) for e in entries]
+    out = []
+    for entry in entries:
+        line = ship_line(entry, device)
+        why = [] if entry.get("cell") else [f"{' '.join(r['cell'])}: {r['why']}"
+                                            for r in entry.get("rejected", [])]
+        if why:
+            line = f"{entry['device']}: nothing qualifies, for these reasons per cell"
+        out.append((line, why))
+    return out
 
 
 def render_markdown(results: dict, plot_files: dict[str, str] | None = None) -> str:
@@ -484,7 +494,10 @@ def render_markdown(results: dict, plot_files: dict[str, str] | None = None) -> 
     out = [f"# lkca-edge bench — {', '.join(run.get('models') or [])} on {run.get('device')}",
            "", f"{n_ok} of {len(cells)} cells ok. {BEST} = best cell per metric among the ok cells.", ""]
     out += ["## What to ship", ""]
-    out += [f"- {line}" for line in _ship(results)] + [""]
+    for line, why in _ship(results):
+        out.append(f"- {_md_escape(line)}")
+        out += [f"    - {_md_escape(w)}" for w in why]
+    out.append("")
     out += ["## Results", "", md_table(summary_table(results)), ""]
     out += [LEGEND.format(device=run.get("device")), ""]
     notes = notes_list(results)
@@ -549,7 +562,9 @@ def render_html(results: dict, plots: list[Plot]) -> str:
             f'<p class="muted">{len(ok_cells(results))} of {len(cells)} cells ok · {e(str(run.get("time")))} · '
             f'{e(BEST)} = best cell per metric among the ok cells</p>',
             "<h2>What to ship</h2><ul class=\"ship\">"
-            + "".join(f"<li>{e(line)}</li>" for line in _ship(results)) + "</ul>",
+            + "".join(f"<li>{e(line)}" + ("<ul>" + "".join(f"<li>{e(w)}</li>" for w in why)
+                                          + "</ul>" if why else "") + "</li>"
+                      for line, why in _ship(results)) + "</ul>",
             "<h2>Results</h2>",
             html_table(summary_table(results), "results",
                        ["failed" if c.get("status") != "ok" else "" for c in cells]),

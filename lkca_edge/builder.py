@@ -92,7 +92,7 @@ def model_source(model) -> dict:
         if path:
             source["checkpoint"] = str(Path(path).resolve())
     if not hasattr(model, "config"):  # a user's own torch module (the Python API)
-        source["module"] = type(model).__qualname__
+        source["module"] = f"{type(model).__module__}.{type(model).__name__}"
         return source
     source["checkpoint_sha256"] = sha256_of(path) if path else None
     c = model.config

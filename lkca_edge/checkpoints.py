@@ -210,7 +210,8 @@ def _check_name(spec, config: ModelConfig, path) -> None:
     """A zoo name given with a checkpoint must be the checkpoint's architecture."""
     differ = [f for f in ARCHITECTURE if getattr(spec.config, f) != getattr(config, f)]
     if differ:
-        have = ", ".join(f"{f} {getattr(config, f)}" for f in ARCHITECTURE if f != "heads" or config.family == "vit")
+        have = ", ".join(f"{f} {getattr(config, f)}" for f in ARCHITECTURE[1:]
+                         if f != "heads" or config.family == "vit")
         want = ", ".join(f"{f} {getattr(spec.config, f)}" for f in differ)
         raise UserError(f"checkpoint {path} holds a {config.family} model with {have} "
                         f"({model_name_for(config)}), not {spec.name} ({want}); drop the model "
