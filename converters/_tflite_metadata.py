@@ -163,10 +163,17 @@ def with_metadata(model: bytes, md: ModelMetadata) -> bytes:
         raise UserError("not a TFLite flatbuffer (no 'TFL3' identifier): cannot add metadata")
     tree = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
     buffers = tree.buffers or []
-    if any(int(getattr(buf, "offset", 0) or 0) > 1 for buf in buffers):
-        # Weights stored after the flatbuffer (models over 2 GB) would move when it is rebuilt.
-        raise UserError("this .tflite keeps its weights outside the flatbuffer; "
-                        "cannot add TFLite metadata to it")
+    for buf in buffers:
+        # Weights stored after the flatbuffer (ai-edge-quantizer writes them so) would move when
+        # it is rebuilt: read them back into the flatbuffer, as the converter writes small models.
+        offset, size = int(getattr(buf, "offset", 0) or 0), int(getattr(buf, "size", 0) or 0)
+        if offset > 1:
+            if offset + size > len(model):
+                raise UserError("a weight buffer of this .tflite lies past its end; cannot add metadata")
+            buf.data = np.frombuffer(model, np.uint8, count=size, offset=offset).copy()
+            buf.offset = buf.size = 0
+    if sum(len(b.data) for b in buffers if b.data is not None) > (1 << 31) - (1 << 24):
+        raise UserError("this .tflite is too large (near 2 GB) to add TFLite metadata inside it")
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(metadata_buffer(md), np.uint8)
     entries = [m for m in (tree.metadata or []) if _text(m.name) == METADATA_NAME]

@@ -366,7 +366,9 @@ class CoreMLBackend(Backend):
         counts: dict[str, int] = {}
         for op in ops:
             counts[op.type] = counts.get(op.type, 0) + 1
-        stored = _stored_weight_summary(ops)
+        preprocessing = _image_preprocessing(ops, spec)
+        # the ImageType's own scale and bias are not weights of the network
+        stored = _stored_weight_summary(ops, exclude=set((preprocessing or {}).pop("consts", [])))
         weights_dir = Path(mlmodel.weights_dir) if mlmodel.weights_dir else None
         weight_bytes = sum(f.stat().st_size for f in weights_dir.rglob("*") if f.is_file()) \
             if weights_dir and weights_dir.is_dir() else 0
@@ -378,7 +380,7 @@ class CoreMLBackend(Backend):
             "inputs": [_feature(f) for f in spec.description.input],
             "outputs": [_feature(f) for f in spec.description.output],
             "classifier": _classifier(spec, ops),
-            "image_preprocessing": _image_preprocessing(ops, spec),
+            "image_preprocessing": preprocessing,
             "user_defined_metadata": dict(spec.description.metadata.userDefined),
             "op_counts": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
             "compute_ops": sum(n for t, n in counts.items() if t != "const" and not t.startswith("constexpr")),
@@ -502,7 +504,7 @@ def _const_type(op) -> tuple[str | None, list[int]]:
 _PARAM_DTYPES = ("int32", "int64", "bool", "string")  # shapes, axes, flags: not weights
 
 
-def _stored_weight_summary(ops) -> dict[str, dict]:
+def _stored_weight_summary(ops, exclude=frozenset()) -> dict[str, dict]:
     """Weight tensors by storage dtype: consts, and each constexpr (dequantized at load) counted
     once under its quantized data's dtype, its data/scale/offset consts not counted again."""
     consts = {op.outputs[0].name: _const_type(op) for op in ops if op.type == "const"}
@@ -518,7 +520,7 @@ def _stored_weight_summary(ops) -> dict[str, dict]:
         row["elements"] += int(np.prod(shape))
 
     for op in ops:
-        if op.type == "const" and op.outputs[0].name not in parts:
+        if op.type == "const" and op.outputs[0].name not in parts | set(exclude):
             add(*consts[op.outputs[0].name])
         elif op.type.startswith("constexpr"):
             shape = _const_type(op)[1]
@@ -625,7 +627,8 @@ def _image_preprocessing(ops, spec) -> dict | None:
     scale, bias = const_value(mul, "y"), const_value(add, "y")
     if len(scale) != 1 or not bias:
         return None
-    return {"scale": float(scale[0]), "bias": [float(b) for b in bias]}
+    return {"scale": float(scale[0]), "bias": [float(b) for b in bias],
+            "consts": [op.inputs["y"].arguments[0].name for op in (mul, add)]}
 
 
 def _target_name(spec_version: int) -> str:
