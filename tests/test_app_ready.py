@@ -270,3 +270,26 @@ def test_coreml_tensor_input_keeps_the_multiarray(exported):
                                                "dtype": "float32"}]
     assert res.manifest.details["classifier"]["labels"] == LABELS
     assert res.manifest.validation["passed"] and _labels_file(res) == LABELS
+
+
+def test_readme_raspberry_pi_snippet_runs(exported, digits, tmp_path):
+    """The README's Raspberry Pi code, as written, on a real image-input artifact."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    from lkca_edge.preprocessing import Preprocessing
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("**Raspberry Pi, Python**"):]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    res = exported("tflite", "fp32", input="image")
+    (tmp_path / "lkca-1m_tflite_fp32.tflite").write_bytes(res.artifact.read_bytes())
+    pixels = Preprocessing.from_dict(res.manifest.preprocessing).to_pixels(digits.test_x[:1])[0]
+    Image.fromarray(pixels).resize((64, 64)).save(tmp_path / "digit.png")  # any size: it resizes
+    out = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120, check=True).stdout.split()
+    assert out[-1] == LABELS[int(digits.test_y[0])]
