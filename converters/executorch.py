@@ -10,17 +10,21 @@ written into the manifest.
 from __future__ import annotations
 
 import importlib.util
+import json
 import struct
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from lkca_edge.converters.base import (Backend, ConversionResult, Recipe, Runner, float_io,
-                                       num_outputs, register_backend)
+from lkca_edge.converters.base import (AppInfo, Backend, ConversionResult, Recipe, Runner,
+                                       float_io, num_outputs, register_backend)
 from lkca_edge.errors import UserError, first_line
 
 METHOD = "forward"
+# Constant methods: what an app reads from the program itself (each returns one JSON string or
+# string), e.g. ``module.execute("labels")`` in ExecuTorch's Android/iOS APIs.
+LABELS_METHOD, PREPROCESSING_METHOD, INPUT_KIND_METHOD = "labels", "preprocessing", "input_kind"
 _POOL_THREADS: int | None = None  # the size this process last gave ExecuTorch's threadpool
 
 RECIPES = {
@@ -74,12 +78,19 @@ class ExecuTorchRunner(Runner):
             self.method = self.program.load_method(METHOD)
         except RuntimeError as exc:
             raise UserError(f"{path}: cannot load method {METHOD!r} ({first_line(exc)})") from None
+        kind = _constant(self.program, INPUT_KIND_METHOD)
+        self.input_dtype = np.uint8 if kind == "image" else np.float32
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import torch
 
-        out = self.method.execute([torch.from_numpy(np.ascontiguousarray(x, np.float32))])
+        out = self.method.execute([torch.from_numpy(np.ascontiguousarray(x, self.input_dtype))])
         return out[0].numpy().astype(np.float32, copy=False)
+
+    def app_metadata(self) -> dict:
+        """Labels, preprocessing and input kind as the program's constant methods return them
+        (empty for a program exported without them)."""
+        return read_constant_methods(self.program)
 
     def planned_memory_bytes(self) -> int | None:
         """Bytes of the memory-planned (activation) buffers of ``forward``.
@@ -128,6 +139,7 @@ class ExecuTorchBackend(Backend):
     tool_packages = ("executorch", "torch", "torchao")
     runtime_distributions = {"executorch": "executorch"}
     runtime_preload = (("executorch.extension.pybindings.portable_lib",), ("executorch.runtime",))
+    input_kinds = ("tensor", "image")
 
     def runnable(self) -> str | None:
         reason = super().runnable()
@@ -138,14 +150,15 @@ class ExecuTorchBackend(Backend):
                     f"with ExecuTorch's C++ executor_runner)")
         return reason
 
-    def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
+    def convert(self, model, example, recipe: Recipe, calibration, out_path: Path,
+                app: AppInfo | None = None) -> ConversionResult:
         import torch
 
         from lkca_edge.converters._pt2e import torch_threads
         from lkca_edge.converters._rewrites import explicit_norms
 
         num_classes = num_outputs(model, example)
-        x = torch.from_numpy(np.ascontiguousarray(example, np.float32))
+        x = torch.from_numpy(np.ascontiguousarray(example))
         with torch.no_grad(), torch_threads(1):
             keep_float = ()
             if recipe.option("delegable_norms", True):
@@ -153,11 +166,14 @@ class ExecuTorchBackend(Backend):
             if recipe.precision == "int8":
                 model = self._quantize(model, example, recipe, calibration, keep_float)
             program = self._export(model, x)
-            edge = self._lower(program)
-            delegation = delegation_counts(edge.exported_program().graph_module)
+            edge = self._lower(program, constant_methods(app))
+            delegation = delegation_counts(edge.exported_program(METHOD).graph_module)
             self._serialize(edge, Path(out_path))
         inputs, outputs = float_io(example, num_classes)
-        return ConversionResult(inputs, outputs, {**delegation, "pte": self.inspect(out_path)})
+        details = {**delegation, "pte": self.inspect(out_path)}
+        if app is not None:
+            details["constant_methods"] = sorted(constant_methods(app))
+        return ConversionResult(inputs, outputs, details)
 
     # -- steps -----------------------------------------------------------------------------------
     @staticmethod
@@ -183,11 +199,12 @@ class ExecuTorchBackend(Backend):
         return _pt2e.quantize(model, example, quantizer, calibration, calibrated=recipe.calibrated)
 
     @staticmethod
-    def _lower(program):
+    def _lower(program, constants: dict | None = None):
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
-        return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+                                           constant_methods=constants or None)
 
     @staticmethod
     def _serialize(edge, out_path: Path) -> None:
@@ -207,6 +224,38 @@ class ExecuTorchBackend(Backend):
         return {"size_bytes": path.stat().st_size, "pte_version": facts["version"],
                 "methods": sorted(facts["plans"]), "weight_bytes": facts["weight_bytes"],
                 **plan, "op_counts": _sorted(Counter(op_counts))}
+
+
+# -- what apps read from the program ----------------------------------------------------------------
+def constant_methods(app: AppInfo | None) -> dict:
+    """The constant methods a program carries for ``app``: labels and preprocessing as JSON,
+    the input kind as a string."""
+    if app is None:
+        return {}
+    return {LABELS_METHOD: json.dumps(list(app.labels)),
+            PREPROCESSING_METHOD: json.dumps(app.preprocessing),
+            INPUT_KIND_METHOD: app.input_kind}
+
+
+def _constant(program, name: str):
+    """The value a constant method of a loaded program returns, or None without it."""
+    if name not in program.method_names:
+        return None
+    try:
+        out = program.load_method(name).execute([])
+    except RuntimeError:
+        return None
+    return out[0] if len(out) == 1 else list(out)
+
+
+def read_constant_methods(program) -> dict:
+    """{labels, preprocessing, input_kind} from a loaded program's constant methods."""
+    out = {}
+    for name in (LABELS_METHOD, PREPROCESSING_METHOD, INPUT_KIND_METHOD):
+        value = _constant(program, name)
+        if value is not None:
+            out[name] = json.loads(value) if name != INPUT_KIND_METHOD else value
+    return out
 
 
 # -- delegation coverage ---------------------------------------------------------------------------

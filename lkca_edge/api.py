@@ -24,7 +24,8 @@ def export(model_or_name, backend: str, precision: str | None = "fp32", *,
            calibration: str | None = None, out: str | Path, form: str | None = None,
            example_input=None, preprocessing=None, name: str | None = None,
            validation_limit: int | None = None, calibration_size: int = 128,
-           enforce_gate: bool = True):
+           enforce_gate: bool = True, input: str | None = None, dynamic_batch: bool = False,
+           ort: bool = False):
     """Convert a model for ``backend``, validate it on real images and write the artifact, its
     validation pack and manifest into ``out``; returns an ``ExportResult`` (``.artifact``,
     ``.manifest``, ``.validation``).
@@ -35,7 +36,9 @@ def export(model_or_name, backend: str, precision: str | None = "fp32", *,
     batch-1 array or tensor) and ``preprocessing`` (a ``Preprocessing`` with its label names),
     and ``calibration`` (the data it is validated on; its labels are matched by name). LKCA
     rewrites apply only where they fit. ``recipe`` picks any of the backend's recipes
-    (``precision=None`` then takes the recipe's).
+    (``precision=None`` then takes the recipe's). ``input="image"``: the artifact takes uint8
+    (1, H, W, 3) RGB pixels and normalizes inside (Core ML's default); ``dynamic_batch`` and
+    ``ort`` (the ORT Mobile format) are for onnx.
     """
     from lkca_edge.pipelines.export import ExportRequest, export_model
 
@@ -46,7 +49,8 @@ def export(model_or_name, backend: str, precision: str | None = "fp32", *,
                         checkpoint=str(checkpoint) if checkpoint is not None else None,
                         form=form, calibration=calibration, calibration_size=calibration_size,
                         out=str(out), enforce_gate=enforce_gate,
-                        validation_limit=validation_limit, name=name)
+                        validation_limit=validation_limit, name=name, input=input,
+                        dynamic_batch=dynamic_batch, ort=ort)
     if model_or_name is None or isinstance(model_or_name, str):
         return export_model(req)
     return export_model(req, model=_prepared_module(model_or_name, example_input, preprocessing,

@@ -99,12 +99,15 @@ def save_inputs(manifest, work: Path, timing: TimingImages) -> dict:
     """The images as .npy files for the measuring child, checked against the artifact's input."""
     import numpy as np
 
-    x = timing.images
+    from lkca_edge.preprocessing import Preprocessing
+
+    # what the artifact takes: uint8 RGB pixels for an image input, else the float arrays
+    x = Preprocessing.from_dict(manifest.preprocessing).as_input(timing.images, manifest.input_kind)
     shape = (manifest.inputs[0].get("shape") if manifest.inputs else None) or []
     if shape and list(x.shape[1:]) != [int(s) for s in shape[1:]]:
         raise UserError(f"the artifact takes inputs of shape {shape}, but its preprocessing makes "
                         f"{[1, *x.shape[1:]]} images")
-    np.save(work / "inputs.npy", np.ascontiguousarray(x, np.float32))
+    np.save(work / "inputs.npy", x)
     if timing.labels is not None:
         np.save(work / "labels.npy", np.asarray(timing.labels, np.int64))
     return {"inputs": str(work / "inputs.npy"),

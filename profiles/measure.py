@@ -129,7 +129,7 @@ def measure(req: dict) -> dict:
 
     images = np.load(req["inputs"])
     labels = np.load(req["labels"]) if req.get("labels") else None
-    batches = [np.ascontiguousarray(images[i:i + 1], np.float32) for i in range(len(images))]
+    batches = [np.ascontiguousarray(images[i:i + 1]) for i in range(len(images))]  # float or uint8
     runs, warmup = int(req["runs"]), int(req["warmup"])
     gc.collect()
 

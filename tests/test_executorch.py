@@ -39,7 +39,9 @@ def _check_delegation(details: dict, depth: int) -> None:
     assert pte["delegate_calls"] == details["delegate_subgraphs"]
     subgraphs = details["delegate_subgraphs"]["XnnpackBackend"]
     assert subgraphs >= 1 and pte["op_counts"]["delegate:XnnpackBackend"] == subgraphs
-    assert pte["methods"] == ["forward"] and pte["planned_memory_bytes"] > 0
+    # forward, and the constant methods apps read labels and preprocessing from
+    assert pte["methods"] == ["forward", "input_kind", "labels", "preprocessing"]
+    assert pte["planned_memory_bytes"] > 0
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib.util
 
 from lkca_edge.errors import UserError
-from lkca_edge.gates import ValidationResult, apply_gate, gate_for, not_runnable, validate_logits
+from lkca_edge.gates import (DYNAMIC_BATCH, ValidationResult, apply_gate, gate_for, not_runnable,
+                             validate_logits)
 
 
 def static_validation(backend, path, model, images, labels, reference, precision: str,
@@ -110,6 +111,7 @@ def validate_artifact(artifact, dataset: str | None = None, limit: int | None = 
     prep = Preprocessing.from_dict(manifest.preprocessing)
     x, y, ref, spec, labels_note, where = validation_inputs(artifact, manifest, prep, dataset, limit)
     common = dict(trained=manifest.trained, data=spec, labels_note=labels_note)
+    inputs = prep.as_input(x, manifest.input_kind)  # what the artifact takes (pixels for images)
     reason = backend.runnable()
     if reason is not None:
         static_check(backend, artifact)  # a file its backend cannot even read is refused
@@ -118,7 +120,19 @@ def validate_artifact(artifact, dataset: str | None = None, limit: int | None = 
         if stored.get("estimate"):
             result.note = f"{result.note}; export-time estimate: {stored.get('note', '')}"
         return result
-    logits = run_isolated(run_artifact, backend.name, str(artifact), x, threads,
+    logits = run_isolated(run_artifact, backend.name, str(artifact), inputs, threads,
                           what=f"the {backend.name} runtime loading {artifact.name}")
-    return validate_logits(logits, ref, y, backend.name, manifest.precision, note=f"on {where}",
-                           **common)
+    result = validate_logits(logits, ref, y, backend.name, manifest.precision, note=f"on {where}",
+                             **common)
+    if has_dynamic_batch(manifest):
+        batched = run_isolated(run_artifact, backend.name, str(artifact), inputs, threads,
+                               DYNAMIC_BATCH, what=f"the {backend.name} runtime loading {artifact.name}")
+        result.add_batch(validate_logits(batched, ref, y, backend.name, manifest.precision,
+                                         **common), DYNAMIC_BATCH)
+    return result
+
+
+def has_dynamic_batch(manifest) -> bool:
+    """True when the manifest's input has a named (dynamic) batch dimension."""
+    shape = (manifest.inputs[0].get("shape") if manifest.inputs else None) or [1]
+    return isinstance(shape[0], str)
