@@ -26,9 +26,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The fast tier: no conversions of their own, no training, no bench runs.
+# The fast tier: no conversions of their own, no training, no bench runs; on both cores.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
 
 bench-perf: $(STAMP)
 	$(PY) benchmarks/operator_forms.py

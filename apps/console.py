@@ -46,6 +46,7 @@ def validation_lines(v: dict) -> list[str]:
 def print_bench_summary(outcome, wide: bool = False) -> None:
     """The bench's terminal summary: the results table (100 columns, or ``wide``), its notes,
     what to ship per device, and where the report and the history record are."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -63,7 +64,10 @@ def print_bench_summary(outcome, wide: bool = False) -> None:
                   caption=f"{BEST} best per metric" + ("" if wide else
                                                        " · ~ estimate · n/m not meaningful "
                                                        "(untrained) · --wide: every column"),
-                  caption_justify="left")
+                  caption_justify="left",
+                  # without vertical rules the compact table's columns fit 100 columns whole
+                  box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD, show_edge=wide,
+                  collapse_padding=not wide, pad_edge=wide)
     for h, a in zip(t.headers, t.align):
         table.add_column(h, justify="right" if a == "r" else "left", no_wrap=True)
     for cell, row in zip(results["cells"], t.rows):

@@ -73,3 +73,11 @@ def copy_artifact(artifact: str | Path, dst_dir: str | Path) -> Path:
         else:
             shutil.copy2(path, target)
     return dst_dir / artifact.name
+
+
+def summary_table_lines(stdout: str) -> list[str]:
+    """The lines of bench's terminal table: from its title to its caption (the legend line)."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("lkca-edge bench:"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("★ best per metric"))
+    return lines[start:end]

@@ -197,7 +197,10 @@ def test_terminal_table_fits_100_columns_unless_wide(capsys):
                               run_id=None, db_path=None, db_error=None)
     print_bench_summary(outcome)
     narrow = capsys.readouterr().out
-    table = [line for line in narrow.splitlines() if line[:1] in "┏┃┡│└"]
-    assert len(table) >= 8 and max(len(line) for line in table) <= 100
+    from tests.conftest import summary_table_lines
+
+    table = summary_table_lines(narrow)
+    assert len(table) >= 8 and max(len(line) for line in table) <= 100, table
+    assert not any("…" in line for line in table), table  # no column cut short
     print_bench_summary(outcome, wide=True)
     assert "conv s" in capsys.readouterr().out and "conv s" not in narrow
