@@ -35,6 +35,16 @@ GATES = {
 }
 
 
+def gate_for(precision: str) -> Gate:
+    """The gate of a precision; an unknown precision has none (it never gets a lenient one)."""
+    if precision not in GATES:
+        from lkca_edge.errors import UserError
+
+        raise UserError(f"no validation gate for precision {precision!r} "
+                        f"(known: {', '.join(GATES)})")
+    return GATES[precision]
+
+
 @dataclass
 class ValidationResult:
     backend: str
@@ -100,7 +110,7 @@ def validate_logits(logits: np.ndarray, reference: np.ndarray, labels: np.ndarra
     m = compare_logits(logits, reference, labels)
     result = ValidationResult(backend=backend, precision=precision, runnable=True,
                               estimate=estimate, note=note, **m)
-    return apply_gate(result, GATES.get(precision, GATES["int8"]))
+    return apply_gate(result, gate_for(precision))
 
 
 def not_runnable(backend: str, precision: str, reference: np.ndarray, labels: np.ndarray,
@@ -110,4 +120,4 @@ def not_runnable(backend: str, precision: str, reference: np.ndarray, labels: np
         backend=backend, precision=precision, runnable=False, estimate=False, n_images=int(len(labels)),
         accuracy=None, reference_accuracy=float((reference.argmax(1) == labels).mean()),
         top1_agreement=None, max_abs_err=None, mean_abs_err=None, cosine=None, note=note)
-    return apply_gate(result, GATES.get(precision, GATES["int8"]))
+    return apply_gate(result, gate_for(precision))

@@ -56,7 +56,9 @@ def train(model: torch.nn.Module, data: Dataset, cfg: TrainConfig, show_progress
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        from lkca_edge.hostinfo import cap_threads
+
+        torch.set_num_threads(cap_threads(cfg.threads))
     gen = torch.Generator().manual_seed(cfg.seed)
     form = getattr(model, "form", None)
     if form is not None:

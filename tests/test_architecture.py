@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "lkca_edge.models_config", "lkca_edge.forms", "lkca_edge.manifest",
                 "lkca_edge.gates", "lkca_edge.budgets", "lkca_edge.hostinfo",
                 "lkca_edge.versions", "lkca_edge.isolation", "lkca_edge.progress",
-                "lkca_edge.logs")),
+                "lkca_edge.logs", "lkca_edge.safeio", "lkca_edge.schemas", "lkca_edge.ranges")),
     ("models", ("lkca_edge.models", "lkca_edge.evaluation", "lkca_edge.zoo",
                 "lkca_edge.checkpoints", "lkca_edge.builder", "lkca_edge.data", "lkca_edge.train")),
     ("plugins", ("lkca_edge.converters", "lkca_edge.profiles")),

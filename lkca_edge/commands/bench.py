@@ -92,6 +92,8 @@ def print_summary(outcome) -> None:
     from rich.table import Table
 
     from lkca_edge.apps.report import BEST, notes_list, summary_table
+    from lkca_edge.commands.common import rich_text
+    from lkca_edge.errors import printable
     from lkca_edge.results.analysis import ship_line
 
     results = outcome.results
@@ -99,27 +101,28 @@ def print_summary(outcome) -> None:
     if not console.is_terminal:
         console = Console(width=220)
     t = summary_table(results)
-    table = Table(title=f"lkca-edge bench: {', '.join(results['run']['models'])} on "
-                        f"{results['run']['device']} ({BEST} = best per metric)",
+    table = Table(title=rich_text(f"lkca-edge bench: {', '.join(results['run']['models'])} on "
+                                  f"{results['run']['device']} ({BEST} = best per metric)"),
                   title_justify="left", header_style="bold")
     for h, a in zip(t.headers, t.align):
         table.add_column(h, justify="right" if a == "r" else "left", no_wrap=True)
     for cell, row in zip(results["cells"], t.rows):
         style = None if cell["status"] == "ok" else "red"
-        table.add_row(*row, style=style)
+        table.add_row(*(rich_text(x) for x in row), style=style)
     console.print(table)
     for note in notes_list(results, validation_notes=False):
-        console.print(f"  • {note}", highlight=False, markup=False)
+        console.print(f"  • {printable(note)}", highlight=False, markup=False)
     console.print("what to ship:", style="bold")
     for entry in results.get("ship", []):
-        console.print(f"  {ship_line(entry, results['run']['device'])}", highlight=False, markup=False)
+        console.print(f"  {printable(ship_line(entry, results['run']['device']))}", highlight=False,
+                      markup=False)
     files = outcome.files
-    console.print(f"report: {files.get('report.html')}  (also report.md, results.json, results.csv "
-                  f"in {outcome.out_dir})", highlight=False, markup=False)
+    console.print(printable(f"report: {files.get('report.html')}  (also report.md, results.json, "
+                            f"results.csv in {outcome.out_dir})"), highlight=False, markup=False)
     if outcome.run_id is not None:
-        console.print(f"recorded as run {outcome.run_id} in {outcome.db_path} "
-                      f"(`lkca-edge runs`, `lkca-edge compare previous latest`)",
+        console.print(printable(f"recorded as run {outcome.run_id} in {outcome.db_path} "
+                                f"(`lkca-edge runs`, `lkca-edge compare previous latest`)"),
                       highlight=False, markup=False)
     elif outcome.db_error:
-        console.print(f"warning: not recorded in the run history: {outcome.db_error}",
+        console.print(printable(f"warning: not recorded in the run history: {outcome.db_error}"),
                       style="yellow", highlight=False, markup=False)

@@ -24,6 +24,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from lkca_edge.commands.common import say
     from lkca_edge.pipelines.export import ExportRequest, export_model
 
     req = ExportRequest(
@@ -34,16 +35,16 @@ def run(args) -> int:
         overrides=model_overrides(args))
     result = export_model(req)
     m = result.manifest
-    print(f"wrote {result.artifact} ({m.size_bytes / 1024:.0f} KB, {m.backend} {m.recipe['name']}, "
+    say(f"wrote {result.artifact} ({m.size_bytes / 1024:.0f} KB, {m.backend} {m.recipe['name']}, "
           f"form {m.form or 'n/a'}, {m.conversion_seconds:.1f} s)")
     v = m.validation
     if v is None:
-        print("validation: skipped")
+        say("validation: skipped")
     elif v["runnable"]:
-        print(f"validation on {v['n_images']} test images: accuracy {v['accuracy']:.2%} "
+        say(f"validation on {v['n_images']} test images: accuracy {v['accuracy']:.2%} "
               f"(fp32 reference {v['reference_accuracy']:.2%}), top-1 agreement {v['top1_agreement']:.2%}, "
               f"max |logit err| {v['max_abs_err']:.2e}: {'PASS' if v['passed'] else 'FAIL'} ({v['gate']})")
     else:
-        print(f"validation: {v['note']}")
-    print(f"manifest: {result.manifest_path}")
+        say(f"validation: {v['note']}")
+    say(f"manifest: {result.manifest_path}")
     return 0

@@ -21,22 +21,25 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from lkca_edge.errors import UserError
     from lkca_edge.forms import check_form
     from lkca_edge.zoo import get_spec
 
     get_spec(args.model)
     if args.form:
         check_form(args.form)
-    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
-        raise UserError("--epochs and --batch-size must be positive and --lr above 0")
+    from lkca_edge.ranges import check_arg, check_optional
+
+    for name in ("epochs", "batch_size", "lr", "seed"):
+        check_arg(name, getattr(args, name))
+    check_optional("threads", args.threads)
+    from lkca_edge.commands.common import say
     from lkca_edge.pipelines.train import TrainConfig, train_command
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       threads=args.threads)
     metrics = train_command(args.model, args.dataset, args.out, cfg, checkpoint=args.checkpoint,
                             form=args.form, **model_overrides(args))
-    print(f"{metrics['model']} on {metrics['dataset']}: test accuracy {metrics['test_accuracy']:.2%}, "
+    say(f"{metrics['model']} on {metrics['dataset']}: test accuracy {metrics['test_accuracy']:.2%}, "
           f"best val {metrics['best_val_accuracy']:.2%}, {metrics['wall_seconds']:.0f} s")
-    print(f"checkpoint: {metrics['checkpoint']}")
+    say(f"checkpoint: {metrics['checkpoint']}")
     return 0

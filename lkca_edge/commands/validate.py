@@ -17,7 +17,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from lkca_edge.commands.common import print_json
+    from lkca_edge.commands.common import print_json, say
     from lkca_edge.pipelines.validate import validate_artifact
 
     result = validate_artifact(args.artifact, dataset=args.dataset, limit=args.limit,
@@ -27,12 +27,12 @@ def run(args) -> int:
     else:
         r = result
         if r.runnable:
-            print(f"{r.backend} {r.precision} on {r.n_images} test images: accuracy {r.accuracy:.2%} "
+            say(f"{r.backend} {r.precision} on {r.n_images} test images: accuracy {r.accuracy:.2%} "
                   f"(fp32 reference {r.reference_accuracy:.2%}), top-1 agreement {r.top1_agreement:.2%}, "
                   f"max |logit err| {r.max_abs_err:.2e}, mean {r.mean_abs_err:.2e}, cosine {r.cosine:.6f}"
                   f"{' (estimate)' if r.estimate else ''}")
         else:
-            print(f"{r.backend} {r.precision}: not runnable here: {r.note}")
-        print(f"gate ({r.gate}): " + ("PASS" if r.passed else "n/a" if r.passed is None
+            say(f"{r.backend} {r.precision}: not runnable here: {r.note}")
+        say(f"gate ({r.gate}): " + ("PASS" if r.passed else "n/a" if r.passed is None
                                       else "FAIL: " + "; ".join(r.failures)))
     return 0 if result.passed is not False else 3

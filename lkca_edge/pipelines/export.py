@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lkca_edge.errors import GateFailed, UserError
-from lkca_edge.fileio import atomic_path, ensure_dir
+from lkca_edge.fileio import atomic_path, ensure_dir, private_tempdir
 from lkca_edge.forms import check_form, default_export_form
-from lkca_edge.manifest import SCHEMA, Manifest, now_iso, sha256_of, size_of
+from lkca_edge.manifest import SCHEMA, Manifest, now_iso, size_of
 from lkca_edge.versions import CORE_PACKAGES, tool_versions
 
 
@@ -52,12 +52,35 @@ def choose_form(model, backend: str, precision: str, forced: str | None) -> str 
     return check_form(forced) if forced else default_export_form(backend, precision)
 
 
+def replaceable(artifact: Path) -> None:
+    """Export replaces only its own earlier artifact (one whose manifest beside it names it);
+    anything else at that path, a user's file or directory, is refused and left alone."""
+    from lkca_edge.manifest import read_manifest
+
+    if not artifact.exists() and not artifact.is_symlink():
+        return
+    try:
+        own = not artifact.is_symlink() and read_manifest(artifact).artifact == artifact.name
+    except UserError:
+        own = False
+    if not own:
+        raise UserError(f"{artifact} already exists and is not an artifact made by `lkca-edge "
+                        f"export` (no manifest beside it names it); it is left alone: move it "
+                        f"or choose another --out")
+
+
 def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
     """Run the whole export of one (model, backend, recipe) cell.
 
     A ``model`` passed in is copied first: the caller's model is never changed (its form, its
-    weights), so one model can feed many exports.
+    weights), so one model can feed many exports. Every temporary file (the converters' too)
+    lives in a directory of this process's own, removed however the export ends.
     """
+    with private_tempdir():
+        return _export(req, model, dataset)
+
+
+def _export(req: ExportRequest, model=None, dataset=None) -> ExportResult:
     from lkca_edge.converters import get_backend
     from lkca_edge.data import load_dataset
     from lkca_edge.evaluation import reference_logits
@@ -72,8 +95,12 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
     backend = get_backend(req.backend)
     recipe = backend.recipe(req.precision, req.recipe)
     backend.require_available()
-    if req.calibration_size < 1:
-        raise UserError("--calibration-size must be at least 1")
+    from lkca_edge.hostinfo import cap_threads
+    from lkca_edge.ranges import check_arg, check_optional
+
+    check_arg("calibration_size", req.calibration_size)
+    check_optional("limit", req.validation_limit)
+    threads = cap_threads(check_arg("threads", req.threads))
     out_dir = ensure_dir(req.out)
 
     from lkca_edge.builder import build_model_from, model_source
@@ -94,10 +121,13 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
     calibration = data.calibration(req.calibration_size)
     example = calibration[:1]
 
+    if req.name is not None and (not req.name or Path(req.name).name != req.name):
+        raise UserError(f"the artifact name must be a plain file name, got {req.name!r}")
     stem = req.name or f"{model.zoo_name}_{backend.name}_{recipe.name}"
     artifact = Path(out_dir) / f"{stem}{backend.extension}"
+    replaceable(artifact)  # before the conversion: refuse fast
     graph_model = model.export_module()  # form "fused": the compact fused network
-    with atomic_path(artifact) as tmp:
+    with atomic_path(artifact, replace=replaceable) as tmp:
         t0 = time.perf_counter()
         with quiet():
             conversion = backend.convert(graph_model, example, recipe, calibration, tmp)
@@ -111,7 +141,7 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
             reason = backend.runnable()
             if reason is None:
                 with quiet():  # runtimes log to fd 2 when they start (ExecuTorch's cpuinfo)
-                    runner = backend.load(tmp, threads=req.threads)
+                    runner = backend.load(tmp, threads=threads)
                     logits = runner.run_many(x)
                 validation = validate_logits(logits, ref, y, backend.name, recipe.precision)
             else:
@@ -121,7 +151,8 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
                                  f"{'; '.join(validation.failures)} (nothing written)")
 
         manifest = Manifest(
-            schema=SCHEMA, artifact=artifact.name, sha256=sha256_of(tmp), size_bytes=size_of(tmp),
+            schema=SCHEMA, artifact=artifact.name, sha256=backend.digest(tmp),
+            size_bytes=size_of(tmp, backend.artifact_files(tmp)),
             backend=backend.name, recipe=recipe.to_dict(), precision=recipe.precision,
             model=model.zoo_name, config=asdict(model.config), form=form, source=model_source(model),
             preprocessing=model.preprocessing.to_dict(),

@@ -25,15 +25,16 @@ def _base_result(manifest, artifact: Path, device, threads: int, runs: int, warm
                                                      "export_tool_versions": {k: v for k, v in (manifest.tool_versions or {}).items() if v}})
 
 
-def _check_args(runs: int, warmup: int, threads: int | None, op_runs: int) -> None:
-    if runs < 1:
-        raise UserError(f"--runs must be at least 1, got {runs}")
-    if warmup < 0:
-        raise UserError(f"--warmup must be 0 or more, got {warmup}")
-    if threads is not None and threads < 1:
-        raise UserError(f"--threads must be at least 1, got {threads}")
-    if op_runs < 0:
-        raise UserError(f"--op-runs must be 0 or more, got {op_runs}")
+def _check_args(runs: int, warmup: int, threads: int | None, op_runs: int,
+                timeout: float | None, images: int) -> None:
+    from lkca_edge.ranges import check_arg, check_optional
+
+    check_arg("runs", runs)
+    check_arg("warmup", warmup)
+    check_optional("threads", threads)
+    check_arg("op_runs", op_runs)
+    check_optional("timeout", timeout)
+    check_arg("images", images)
 
 
 def profile_artifact(path, device: str = "host", threads: int | None = None, runs: int = 100,
@@ -45,7 +46,7 @@ def profile_artifact(path, device: str = "host", threads: int | None = None, run
     from lkca_edge.pipelines.artifacts import open_artifact
     from lkca_edge.profiles.devices import get_profile
 
-    _check_args(runs, warmup, threads, op_runs)
+    _check_args(runs, warmup, threads, op_runs, timeout, images)
     artifact, manifest, backend = open_artifact(path, verify)
     profile = get_profile(device, profiles_dir)
     size = size_of(artifact)

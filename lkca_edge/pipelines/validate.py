@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lkca_edge.evaluation import reference_logits
-from lkca_edge.gates import GATES, ValidationResult, apply_gate, not_runnable, validate_logits
+from lkca_edge.gates import ValidationResult, apply_gate, gate_for, not_runnable, validate_logits
 
 
 def static_validation(backend, path, model, images, labels, reference, precision: str,
@@ -19,7 +19,7 @@ def static_validation(backend, path, model, images, labels, reference, precision
         result.estimate = True
         for key in ("accuracy", "top1_agreement", "max_abs_err", "mean_abs_err"):
             setattr(result, key, est.get(key))
-        apply_gate(result, GATES.get(precision, GATES["int8"]))
+        apply_gate(result, gate_for(precision))
     if static.get("passed") is False:
         result.passed = False
         result.failures = list(static.get("failures", [])) + result.failures
@@ -36,6 +36,11 @@ def validate_artifact(artifact, dataset: str | None = None, limit: int | None = 
     from lkca_edge.pipelines.artifacts import open_artifact, run_artifact, static_check
     from lkca_edge.preprocessing import Preprocessing
 
+    from lkca_edge.hostinfo import cap_threads
+    from lkca_edge.ranges import check_arg, check_optional
+
+    check_optional("limit", limit)
+    threads = cap_threads(check_arg("threads", threads))
     artifact, manifest, backend = open_artifact(artifact, verify)
     prep = Preprocessing.from_dict(manifest.preprocessing)
     spec = dataset or (manifest.calibration or {}).get("dataset") or "digits"
