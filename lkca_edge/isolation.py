@@ -8,6 +8,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import traceback
 
 from lkca_edge.errors import UserError
@@ -32,8 +33,14 @@ def die_with_parent(parent_pid: int | None = None) -> None:
         os._exit(1)  # the parent died before the request took effect
 
 
-def _child(conn, parent_pid, fn, args, kwargs):
+def _child(conn, parent_pid):
+    # The work arrives after this process has asked to die with its parent: a parent killed
+    # while handing over a large input never leaves a child behind (or a traceback).
     die_with_parent(parent_pid)
+    try:
+        fn, args, kwargs = conn.recv()
+    except (EOFError, OSError):
+        return
     try:
         conn.send(("ok", fn(*args, **kwargs)))
     except UserError as exc:
@@ -51,10 +58,19 @@ def run_isolated(fn, *args, what: str = "the runtime", timeout: float | None = 6
     ``fn`` must be a module-level function; its result must pickle.
     """
     ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, os.getpid(), fn, args, kwargs), daemon=True)
+    parent, child = ctx.Pipe(duplex=True)
+    proc = ctx.Process(target=_child, args=(child, os.getpid()), daemon=True)
     proc.start()
     child.close()
+    def hand_over():
+        try:
+            parent.send((fn, args, kwargs))
+        except (BrokenPipeError, EOFError, OSError, ValueError):
+            pass  # the child is gone: reported below from its exit code
+
+    # In a thread: a large input fills the pipe, and the timeout must hold even while the
+    # child has not read it yet.
+    threading.Thread(target=hand_over, daemon=True).start()
     try:
         if not parent.poll(timeout):
             proc.kill()

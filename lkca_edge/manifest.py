@@ -109,7 +109,7 @@ class Manifest:
     def check_contents(self, source: str) -> None:
         """What the types alone do not say; every failure names ``source`` and the field."""
         from lkca_edge.gates import GATES
-        from lkca_edge.models_config import ModelConfig
+        from lkca_edge.models_config import LIMITS, ModelConfig
         from lkca_edge.preprocessing import Preprocessing
         from lkca_edge.schemas import check_value
 
@@ -126,7 +126,7 @@ class Manifest:
         for name in ("size_bytes", "params", "macs"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be 0 or more")
-        ModelConfig.from_dict(self.config, f"{source}: field 'config':")
+        ModelConfig.from_dict(self.config, f"{source}: field 'config'")
         try:
             Preprocessing.from_dict(self.preprocessing)
         except UserError as exc:
@@ -139,6 +139,12 @@ class Manifest:
                           ("overrides", dict[str, int | None])):
             if key in self.source:
                 check_value(self.source[key], hint, source, f"source.{key}")
+        for key, value in (self.source.get("overrides") or {}).items():
+            lo, hi = LIMITS.get(key, (None, None))
+            if lo is None:
+                raise bad(f"source.overrides.{brief(key, 40)}", "is not a model override")
+            if value is not None and not lo <= value <= hi:
+                raise bad(f"source.overrides.{key}", f"must be between {lo} and {hi:,}, got {value:,}")
         for key, hint in (("runnable", bool), ("estimate", bool), ("passed", bool | None),
                           ("accuracy", float | None), ("reference_accuracy", float | None),
                           ("top1_agreement", float | None), ("max_abs_err", float | None)):

@@ -141,7 +141,10 @@ def open_image(path: str | Path):
                 return ImageOps.exif_transpose(im)
         except UserError:
             raise
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
+        except UnidentifiedImageError:
+            raise UserError(f"{path} is not a readable image (not in an image format Pillow "
+                            f"reads)") from None
+        except (OSError, ValueError, SyntaxError, EOFError,
                 Image.DecompressionBombError) as exc:
             raise UserError(f"{path} is not a readable image ({type(exc).__name__}: {exc})") from None
         finally:

@@ -19,14 +19,15 @@ class Range:
     def describe(self) -> str:
         what = "an integer" if self.kind is int else "a finite number"
         low = f"above {self.minimum:g}" if self.above else f"at least {self.minimum:g}"
-        return f"{what} {low}" + (f" and at most {self.maximum:,g}" if self.maximum is not None else "")
+        high = "" if self.maximum is None else f" and at most {self.maximum:,}"
+        return f"{what} {low}{high}"
 
 
 RANGES: dict[str, Range] = {
     "runs": Range(int, 1, 1_000_000),
     "warmup": Range(int, 0, 1_000_000),
     "op_runs": Range(int, 0, 100_000),
-    "threads": Range(int, 1, 4096),          # then capped to this host's usable cores
+    "threads": Range(int, 1),                # then capped to this host's usable cores
     "limit": Range(int, 1),
     "calibration_size": Range(int, 1, 1_000_000),
     "images": Range(int, 1, 100_000),
@@ -35,7 +36,7 @@ RANGES: dict[str, Range] = {
     "seed": Range(int, 0, 2**32 - 1),        # numpy's and torch's seeds are unsigned
     "top_k": Range(int, 1),
     "timeout": Range(float, 0, 7 * 24 * 3600, above=True),
-    "lr": Range(float, 0, 1e3, above=True),
+    "lr": Range(float, 0, 1000, above=True),
 }
 
 

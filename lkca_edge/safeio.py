@@ -63,8 +63,9 @@ def not_regular(kind: str, path, mode: int) -> UserError:
 
 
 def too_large(kind: str, path, size: int, limit: int) -> UserError:
+    article = "an" if kind[:1].lower() in "aeiou" else "a"
     return UserError(f"{kind} {path} is {human_size(size)}, over the {human_size(limit)} limit "
-                     f"for a {kind}")
+                     f"for {article} {kind}")
 
 
 def limit_for(kind: str) -> int:
@@ -119,7 +120,7 @@ def open_regular(path: str | Path, kind: str, limit: int | None = None):
     except BaseException:
         os.close(fd)
         raise
-    fh.limit = limit  # type: ignore[attr-defined]
+    fh.limit, fh.size = limit, st.st_size  # type: ignore[attr-defined]
     return fh
 
 
@@ -127,13 +128,21 @@ def read_bytes(path: str | Path, kind: str, limit: int | None = None) -> bytes:
     """The bytes of a regular file, never more than ``limit`` (a file growing while read is
     refused too)."""
     with open_regular(path, kind, limit) as fh:
+        chunks, total = [], 0
+        want = fh.size + 1  # the size fstat saw, and one byte more to notice growth
         try:
-            data = fh.read(fh.limit + 1)
+            while True:
+                chunk = fh.read(min(want, fh.limit + 1 - total, 1 << 26))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > fh.limit:
+                    raise too_large(kind, path, total, fh.limit)
+                want = 1 << 20
         except OSError as exc:
             raise UserError(f"cannot read {kind} {path}: {exc.strerror or exc}") from None
-    if len(data) > fh.limit:
-        raise too_large(kind, path, len(data), fh.limit)
-    return data
+    return b"".join(chunks)
 
 
 def read_text(path: str | Path, kind: str, limit: int | None = None) -> str:
