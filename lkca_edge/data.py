@@ -134,8 +134,8 @@ def _cifar_field(batch: dict, key: str, path: Path, kind: str):
         return value
     if kind == "labels":
         items = value.tolist() if isinstance(value, np.ndarray) else value
-        if not isinstance(items, list) or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                  for v in items):
+        if not isinstance(items, list) or not all(isinstance(v, (int, np.integer))
+                                                  and not isinstance(v, bool) for v in items):
             raise UserError(f"{path}: CIFAR field {key!r} must be a list of integers")
         return np.asarray(items, np.int64)
     if not isinstance(value, list) or not all(isinstance(v, (bytes, str)) and len(v) <= 1000

@@ -16,11 +16,12 @@ class Range:
     maximum: float | None = None
     above: bool = False          # the minimum itself is excluded (``--lr`` must be above 0)
 
-    def describe(self) -> str:
-        what = "an integer" if self.kind is int else "a finite number"
+    def bounds(self) -> str:
         low = f"above {self.minimum:g}" if self.above else f"at least {self.minimum:g}"
-        high = "" if self.maximum is None else f" and at most {self.maximum:,}"
-        return f"{what} {low}{high}"
+        return low + ("" if self.maximum is None else f" and at most {self.maximum:,}")
+
+    def describe(self) -> str:
+        return f"{'an integer' if self.kind is int else 'a finite number'} {self.bounds()}"
 
 
 RANGES: dict[str, Range] = {
@@ -51,7 +52,10 @@ def check_arg(name: str, value, flag: str | None = None):
         ok = (value > r.minimum if r.above else value >= r.minimum) and \
             (r.maximum is None or value <= r.maximum)
     if not ok:
-        raise UserError(f"{flag} must be {r.describe()}, got {value!r}")
+        typed = not isinstance(value, bool) and isinstance(value, int if r.kind is int else (int, float)) \
+            and (r.kind is int or math.isfinite(value))
+        # a number of the right kind out of range: just the range ("--runs must be at least 1")
+        raise UserError(f"{flag} must be {r.bounds() if typed else r.describe()}, got {value!r}")
     return value
 
 

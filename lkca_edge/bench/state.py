@@ -39,7 +39,11 @@ def read_run_state(out_dir: Path) -> dict | None:
     path = out_dir / RUN_FILE
     if not path.exists() and not path.is_symlink():
         return None
-    doc = read_bounded(path, "bench run record")
+    try:
+        doc = read_bounded(path, "bench run record")
+    except UserError as exc:
+        why = str(exc).replace(f"bench run record {path} ", "")
+        raise UserError(f"{path} is not a bench run record this lkca-edge can read: {why}") from None
     if not isinstance(doc, dict) or doc.get("schema") != RUN_SCHEMA \
             or not isinstance(doc.get("options"), dict) or not isinstance(doc.get("run"), dict):
         raise UserError(f"{path} is not a bench run record this lkca-edge can read")
