@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lkca_edge.converters.base import (MAX_ARTIFACT_BYTES, Backend, ConversionResult, Recipe,
-                                       Runner, float_io, inside, register_backend)
+                                       Runner, float_io, inside, num_outputs, register_backend)
 from lkca_edge.errors import UserError, first_line
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -199,7 +199,7 @@ class OnnxBackend(Backend):
         import onnx
 
         onnx.checker.check_model(str(out_path))
-        inputs, outputs = float_io(example, model.config.num_classes, INPUT_NAME, OUTPUT_NAME)
+        inputs, outputs = float_io(example, num_outputs(model, example), INPUT_NAME, OUTPUT_NAME)
         return ConversionResult(inputs, outputs, {"opset": OPSET, **self.inspect(out_path)})
 
     # -- steps -----------------------------------------------------------------------------------

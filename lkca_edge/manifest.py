@@ -1,8 +1,10 @@
 """Artifact manifests: ``<artifact>.manifest.json`` beside every artifact.
 
 A manifest says what the artifact is (model, config, form, backend, recipe, precision), how it
-was made (calibration, tool versions, time), how to feed it (I/O, preprocessing), that it is
-the same file (sha256) and how it validated. No torch import.
+was made (calibration, tool versions, time), which data it was calibrated and validated on (a
+data record with its label names), how to feed it (I/O, preprocessing), that it is the same file
+(sha256) and how it validated, with the validation pack that lets any machine re-validate it.
+No torch import.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 from lkca_edge.errors import UserError, brief
 from lkca_edge.fileio import write_json
 
-SCHEMA = "lkca-edge-manifest/1"
+SCHEMA = "lkca-edge-manifest/2"
+READABLE_SCHEMAS = ("lkca-edge-manifest/1", SCHEMA)  # /1 had no data record, pack or trained
 
 
 def _update(h, f: Path) -> None:
@@ -81,6 +84,9 @@ class Manifest:
     validation: dict | None = None
     params: int = 0
     macs: int = 0
+    data: dict | None = None             # the data set calibrated and validated on (a DataRecord)
+    validation_pack: dict | None = None  # {file, sha256, size_bytes, n_images, split}
+    trained: bool = True                 # False: an untrained zoo config (accuracy not meaningful)
 
     @staticmethod
     def path_for(artifact: str | Path) -> Path:
@@ -98,7 +104,7 @@ class Manifest:
 
         if not isinstance(d, dict):
             raise UserError(f"{source}: not a JSON object")
-        if d.get("schema") != SCHEMA:
+        if d.get("schema") not in READABLE_SCHEMAS:
             raise UserError(f"{source}: unsupported manifest schema {brief(d.get('schema'))} "
                             f"(expected {SCHEMA})")
         check_fields(cls, d, source)
@@ -126,7 +132,8 @@ class Manifest:
         for name in ("size_bytes", "params", "macs"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be 0 or more")
-        ModelConfig.from_dict(self.config, f"{source}: field 'config'")
+        if self.config:  # {} for a network that is no zoo architecture (it has no config)
+            ModelConfig.from_dict(self.config, f"{source}: field 'config'")
         try:
             Preprocessing.from_dict(self.preprocessing)
         except UserError as exc:
@@ -162,6 +169,15 @@ class Manifest:
                 for key, hint in (("scale", float), ("zero_point", int)):
                     if key in spec:
                         check_value(spec[key], hint, source, f"{where}.{key}")
+
+    def data_record(self):
+        """The data set this artifact was calibrated and validated on (None when unrecorded)."""
+        from lkca_edge.datarecord import DataRecord
+
+        if self.data is not None:
+            return DataRecord.from_dict(self.data, "manifest field 'data'")
+        legacy = (self.calibration or {}).get("dataset")  # schema /1 recorded only the spec
+        return DataRecord.from_dict(legacy) if isinstance(legacy, str) else None
 
     def write(self, artifact: str | Path) -> Path:
         return write_json(self.path_for(artifact), self.to_dict())

@@ -114,9 +114,14 @@ class Preprocessing:
             image = image.resize(size, getattr(Image.Resampling, self.resize.upper()))
         return np.asarray(image, dtype=np.uint8)
 
+    def load_rgb(self, path: str | Path) -> np.ndarray:
+        """Read an image file -> (H, W, 3) uint8 RGB at the model's size, as a viewer shows it
+        (EXIF orientation, 16-bit samples scaled). One clear error on bad files."""
+        return self.resize_rgb(open_image(path))
+
     def load_image(self, path: str | Path) -> np.ndarray:
         """Read an image file -> (1, 3, H, W) float32 model input. One clear error on bad files."""
-        return self.normalize(self.resize_rgb(open_image(path))[None])
+        return self.normalize(self.load_rgb(path)[None])
 
 
 def open_image(path: str | Path):
@@ -165,3 +170,4 @@ def to_8bit(image):
         a = a * (255.0 / 65535.0)          # 16-bit samples (PNG, TIFF), whatever the mode says
     a = np.nan_to_num(a, nan=0.0)
     return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
+

@@ -37,7 +37,7 @@ RANGES: dict[str, Range] = {
     "seed": Range(int, 0, 2**32 - 1),        # numpy's and torch's seeds are unsigned
     "top_k": Range(int, 1),
     "timeout": Range(float, 0, 7 * 24 * 3600, above=True),
-    "lr": Range(float, 0, 1000, above=True),
+    "lr": Range(float, 0, above=True),
 }
 
 

@@ -1,5 +1,8 @@
-"""Run an artifact on a dataset's held-out test split through its own runtime and compare it with
-the PyTorch fp32 model it came from (rebuilt from its manifest)."""
+"""Run an artifact through its own runtime on held-out images and compare it with the fp32
+model it came from: by default on the validation pack written beside it at export (its images,
+labels and the fp32 reference logits; no torch needed), or with --dataset on another data set's
+test split (its labels matched to the model's by name; the fp32 source is rebuilt from the
+manifest, which needs torch)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ HELP = "check that an artifact computes the same function as its source model, o
 def add_arguments(p) -> None:
     p.add_argument("artifact", help="a .pte, .tflite, .onnx or .mlpackage made by `lkca-edge export`")
     p.add_argument("--dataset", default=None, metavar="SPEC",
-                   help="digits, cifar10:DIR, cifar100:DIR, folder:DIR (default: the manifest's)")
+                   help="validate on other data: digits, cifar10:DIR, cifar100:DIR or folder:DIR, "
+                        "labels matched by name (default: the artifact's validation pack, "
+                        "no torch needed)")
     p.add_argument("--limit", type=int, help="use at most N test images")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-verify", action="store_true", help="skip the manifest sha256 check")
@@ -25,14 +30,8 @@ def run(args) -> int:
     if args.json:
         print_json(result.to_dict())
     else:
-        r = result
-        if r.runnable:
-            say(f"{r.backend} {r.precision} on {r.n_images} test images: accuracy {r.accuracy:.2%} "
-                  f"(fp32 reference {r.reference_accuracy:.2%}), top-1 agreement {r.top1_agreement:.2%}, "
-                  f"max |logit err| {r.max_abs_err:.2e}, mean {r.mean_abs_err:.2e}, cosine {r.cosine:.6f}"
-                  f"{' (estimate)' if r.estimate else ''}")
-        else:
-            say(f"{r.backend} {r.precision}: not runnable here: {r.note}")
-        say(f"gate ({r.gate}): " + ("PASS" if r.passed else "n/a" if r.passed is None
-                                      else "FAIL: " + "; ".join(r.failures)))
+        from lkca_edge.apps.console import validation_lines
+
+        for line in validation_lines(result.to_dict()):
+            say(line)
     return 0 if result.passed is not False else 3
