@@ -177,10 +177,10 @@ def atomic_path(path: str | Path, replace: Callable[[Path], None] | None = None)
                 shutil.rmtree(path)
         os.replace(tmp, path)
     except OSError as exc:
-        _remove(tmp)
+        _remove_path(tmp)
         raise describe_os_error(exc, path) from None
     except BaseException:
-        _remove(tmp)
+        _remove_path(tmp)
         raise
 
 
