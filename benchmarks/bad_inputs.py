@@ -1245,8 +1245,8 @@ def _zombie(pid: int) -> bool:
 
 
 def _has_temp_files(tmpdir: Path, case: Case) -> bool:
-    """The CLI is mid-way: files in its $TMPDIR (beyond empty directories) or a .partial."""
-    if any(p.is_file() and p.stat().st_size > 0 for p in tmpdir.rglob("*")):
+    """The CLI is mid-way: a converter's file (64 KB or more) in its $TMPDIR, or a .partial."""
+    if any(p.is_file() and p.stat().st_size > 65536 for p in tmpdir.rglob("*")):
         return True
     return case.out is not None and case.out.exists() and bool(_partials(case.out))
 

@@ -91,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 141
     except Exception as exc:  # an internal fault: still one line unless --debug
+        interrupt = _interrupt_in(exc)
+        if interrupt is not None:  # a signal that landed inside a library (an import, say)
+            message = getattr(interrupt, "message", "") or "interrupted"
+            print(f"lkca-edge {args.command}: {printable(message, 2000)}", file=sys.stderr)
+            return int(getattr(interrupt, "exit_code", 130))
         if debug:
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -100,6 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def _interrupt_in(exc: BaseException):
+    """The KeyboardInterrupt (SIGINT, SIGTERM, SIGHUP) a library turned into another exception
+    (``ImportError: initialization failed`` when it lands in a native module's init), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def entry() -> None:

@@ -446,7 +446,13 @@ def test_sigterm_mid_export_leaves_no_temp_file(tmp_path):
                              "onnx", "--out", str(tmp_path / "out")], stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "TMPDIR": str(tmp)})
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any(p.is_file() for p in tmp.rglob("*")):
+    out = tmp_path / "out"
+
+    def mid_conversion() -> bool:  # a converter's temporary file, or the artifact being written
+        return any(p.is_file() and p.stat().st_size > 65536 for p in tmp.rglob("*")) or \
+            any(".partial" in p.name for p in out.glob(".*"))
+
+    while time.monotonic() < deadline and proc.poll() is None and not mid_conversion():
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
