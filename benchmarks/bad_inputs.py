@@ -894,7 +894,8 @@ def _report_escaped(out: Path):
 
 def _still_there(path: Path, text: str):
     def check(o: Outcome, fx: dict) -> list[str]:
-        return [] if path.is_file() and path.read_text() == text else [f"{path.name} was destroyed"]
+        intact = path.is_file() and path.read_bytes() == text.encode()
+        return [] if intact else [f"the user's {path.name} was destroyed"]
     return check
 
 
@@ -1324,7 +1325,10 @@ def run_case(case: Case, fx: dict) -> Outcome:
         if code2 != 0:
             o.problems.append(f"the next start exited {code2}: {err2.strip()[-200:]}")
     if case.check is not None:
-        o.problems += case.check(o, fx)
+        try:
+            o.problems += case.check(o, fx)
+        except Exception as exc:  # noqa: BLE001 - a check that cannot even look is a failure
+            o.problems.append(f"check failed: {type(exc).__name__}: {exc}")
     if case.out is not None and not case.control:
         left = [p for p in _files_under(case.out)
                 if not any(part in case.allow for part in p.relative_to(case.out).parts[:1])] \

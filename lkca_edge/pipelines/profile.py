@@ -51,7 +51,7 @@ def profile_artifact(path, device: str = "host", threads: int | None = None, run
     _check_args(runs, warmup, threads, op_runs, timeout, images)
     artifact, manifest, backend = open_artifact(path, verify)
     profile = get_profile(device, profiles_dir)
-    size = size_of(artifact)
+    size = size_of(artifact, backend.artifact_files(artifact))  # external data counts too
 
     if adb:
         from lkca_edge.profiles.adb import profile_over_adb
