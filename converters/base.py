@@ -58,6 +58,12 @@ class Runner:
     def planned_memory_bytes(self) -> int | None:
         return None
 
+    def memory_facts(self) -> dict:
+        """Static memory figures of the loaded artifact, by ``profiles.schema.MEMORY_FIELDS``
+        name (e.g. ``activation_arena_bytes``, ``constant_bytes``); {} where the runtime says
+        nothing."""
+        return {}
+
     def operator_profile(self, x: np.ndarray, runs: int = 10) -> list[dict]:
         """[{'op': name, 'ms': mean time, 'count': n, 'delegated': bool|None}, ...] or []."""
         return []
@@ -82,6 +88,7 @@ class Backend:
     install_hint: str = ""       # what to pip install when unavailable
     convert_modules: tuple[str, ...] = ()   # importable modules needed to convert
     runtime_modules: tuple[str, ...] = ()   # any one of these is enough to run
+    runtime_extra: str | None = None         # the lkca-edge extra that installs the runtime on a board
     recipes: dict[str, Recipe] = {}
     default_recipes: dict[str, str] = {}     # precision -> recipe name
     # Versions recorded in manifests: distribution names.
@@ -105,9 +112,14 @@ class Backend:
     def runnable(self) -> str | None:
         """None when artifacts of this backend can run on this machine, else the reason."""
         if self.runtime_modules and not any(importlib.util.find_spec(m) for m in self.runtime_modules):
-            return (f"the {self.name} runtime is not installed "
-                    f"(pip install {self.install_hint})")
+            return f"the {self.name} runtime is not installed ({self.runtime_install_hint()})"
         return None
+
+    def runtime_install_hint(self) -> str:
+        """What installs this backend's runtime: the board extra, else the packages."""
+        if self.runtime_extra:
+            return f"pip install 'lkca-edge[{self.runtime_extra}]'"
+        return f"pip install {self.install_hint}"
 
     def require_available(self) -> None:
         reason = self.available()

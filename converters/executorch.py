@@ -9,6 +9,7 @@ written into the manifest.
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 from collections import Counter
 from pathlib import Path
@@ -89,8 +90,21 @@ class ExecuTorchRunner(Runner):
         workspace is allocated by the delegate at run time and is not included.
         """
         if self._planned is None:
-            self._planned = _read_program(self._path)["plans"][METHOD]["planned_memory_bytes"]
+            self._planned = self._program_facts()["plans"][METHOD]["planned_memory_bytes"]
         return self._planned
+
+    def _program_facts(self) -> dict:
+        if getattr(self, "_facts", None) is None:
+            self._facts = _read_program(self._path)
+        return self._facts
+
+    def memory_facts(self) -> dict:
+        """The planned activation arena and the constant (weight) bytes, read from the .pte:
+        what a device running it holds besides the runtime itself (XNNPACK's packed weights
+        and scratch workspace come on top)."""
+        facts = self._program_facts()
+        return {"activation_arena_bytes": facts["plans"][METHOD]["planned_memory_bytes"],
+                "constant_bytes": facts["weight_bytes"]}
 
     # operator_profile: not implemented (returns []). Per-op times need ETDump: the program must
     # be loaded with enable_etdump=True, the .etdp written and parsed with devtools' Inspector,
@@ -107,12 +121,22 @@ class ExecuTorchBackend(Backend):
     install_hint = "executorch"
     convert_modules = ("torch", "executorch", "torchao")
     runtime_modules = ("executorch",)
+    runtime_extra = "runtime-executorch"
     recipes = RECIPES
     default_recipes = {"fp32": "fp32", "int8": "int8"}
     runner_class = ExecuTorchRunner
     tool_packages = ("executorch", "torch", "torchao")
     runtime_distributions = {"executorch": "executorch"}
     runtime_preload = (("executorch.extension.pybindings.portable_lib",), ("executorch.runtime",))
+
+    def runnable(self) -> str | None:
+        reason = super().runnable()
+        if reason is None and importlib.util.find_spec("torch") is None:
+            # executorch's requirements do not name torch, yet its Python runtime links it
+            return (f"the executorch Python runtime needs torch (its pybindings link libtorch), "
+                    f"which is not installed ({self.runtime_install_hint()}; or run the .pte "
+                    f"with ExecuTorch's C++ executor_runner)")
+        return reason
 
     def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
         import torch

@@ -177,6 +177,7 @@ class OnnxBackend(Backend):
     install_hint = "onnx onnxscript onnxruntime"
     convert_modules = ("torch", "onnx", "onnxscript", "onnxruntime")
     runtime_modules = ("onnxruntime",)
+    runtime_extra = "runtime-onnx"
     recipes = RECIPES
     # int8 default: dynamic. Faster than static QOperator / QDQ on lkca-1m (form fused, 1 thread:
     # 0.994 vs 1.094 / 1.051 ms) and closer to fp32 (max logit error 0.08 vs 0.24), with no

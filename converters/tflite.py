@@ -147,6 +147,7 @@ class LiteRTBackend(Backend):
     install_hint = "litert-torch ai-edge-litert ai-edge-quantizer"
     convert_modules = ("torch", "litert_torch", "ai_edge_litert")
     runtime_modules = ("ai_edge_litert", "tflite_runtime")
+    runtime_extra = "runtime-litert"
     recipes = RECIPES
     default_recipes = {"fp32": "fp32", "int8": "int8"}
     runner_class = LiteRTRunner

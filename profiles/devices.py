@@ -7,8 +7,8 @@ each one came from.
 
 A profile needs only what a profiler uses: ``name``, ``threads``, ``ram_budget_mb``,
 ``latency_budget_ms``, ``backends`` and ``precisions``. The rest is optional, with these
-defaults (``OPTIONAL_DEFAULTS``): ``description`` "" (the listing shows "user profile"), ``os``
-"unspecified" (no OS-specific check; ``coreml`` needs ios or macos), ``cpu`` "unspecified",
+defaults (``OPTIONAL_DEFAULTS``): ``description`` "", ``os`` "unspecified" (no OS-specific
+check; ``coreml`` needs ios or macos when the os is given), ``cpu`` "unspecified",
 ``accuracy_gate`` 1.0 point (the fp16/int8 validation gate's own drop) and ``sources`` {}.
 
 The built-in profiles are data with provenance: every number (and the CPU description) carries a
@@ -16,6 +16,10 @@ note or URL in ``sources`` (enforced for them; a user profile may cite what it l
 facts cite vendor spec pages and budgets say they are product choices. Unknown keys are refused
 with the file and the field named, so a typo never silently becomes a default; NaN, infinite or
 negative budgets are refused too.
+
+A profile may say where its device is: ``remote: ssh://pi@raspberrypi.local`` (or
+``adb://SERIAL``), and ``remote_command: /home/pi/venv/bin/lkca-edge`` for the board's lkca-edge;
+``profile`` and ``bench`` then measure there unless ``--remote`` says otherwise.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class DeviceProfile:
     accuracy_gate: float = 1.0       # product choice: max accuracy drop vs fp32, in points
     sources: dict = field(default_factory=dict)   # field -> note or URL
     coreml_compute_units: str | None = None   # Apple only
+    remote: str | None = None        # where the device is: ssh://USER@HOST[:PORT] or adb://SERIAL
+    remote_command: str | None = None  # the board's lkca-edge, when not on its PATH
     path: str = ""                   # the file it came from (filled in by the loader)
     builtin: bool = False
 
@@ -68,7 +74,8 @@ class DeviceProfile:
 _REQUIRED = ("name", "threads", "ram_budget_mb", "latency_budget_ms", "backends", "precisions")
 OPTIONAL_DEFAULTS = {"description": "", "os": "unspecified", "cpu": "unspecified",
                      "accuracy_gate": 1.0, "sources": {}}
-_ALLOWED = _REQUIRED + tuple(OPTIONAL_DEFAULTS) + ("coreml_compute_units",)
+_ALLOWED = _REQUIRED + tuple(OPTIONAL_DEFAULTS) + ("coreml_compute_units", "remote", "remote_command")
+_NOT_SOURCED = ("name", "description", "sources", "remote", "remote_command")
 
 
 def parse_profile(data, source: str | Path, builtin: bool = False) -> DeviceProfile:
@@ -150,9 +157,9 @@ def parse_profile(data, source: str | Path, builtin: bool = False) -> DeviceProf
     if not isinstance(sources, dict):
         raise bad("sources", "must be a mapping of field -> note or URL")
     for key, note in sources.items():
-        if key not in _ALLOWED or key in ("name", "description", "sources"):
+        if key not in _ALLOWED or key in _NOT_SOURCED:
             raise bad(f"sources.{brief(key, 40)}", f"names no sourced field (sourced fields: "
-                                        f"{', '.join(k for k in _ALLOWED if k not in ('name', 'description', 'sources'))})")
+                                        f"{', '.join(k for k in _ALLOWED if k not in _NOT_SOURCED)})")
         if not isinstance(note, str) or not note.strip():
             raise bad(f"sources.{key}", "must be a non-empty note or URL")
     needed = list(SOURCED) + (["coreml_compute_units"] if units is not None else [])
@@ -160,13 +167,32 @@ def parse_profile(data, source: str | Path, builtin: bool = False) -> DeviceProf
     if builtin and unsourced:
         raise bad("sources", f"needs a note or URL for {', '.join(unsourced)}")
 
+    remote = data.get("remote")
+    if remote is not None:
+        from lkca_edge.profiles.remote import parse_remote
+
+        if not isinstance(remote, str) or not remote.strip():
+            raise bad("remote", "must be ssh://USER@HOST[:PORT] or adb://SERIAL")
+        try:
+            parse_remote(remote)
+        except UserError as exc:
+            raise bad("remote", str(exc).removeprefix("--remote ")) from None
+        remote = remote.strip()
+    remote_command = data.get("remote_command")
+    if remote_command is not None:
+        if not isinstance(remote_command, str) or not remote_command.strip():
+            raise bad("remote_command", "must be the path of the board's lkca-edge")
+        if remote is None:
+            raise bad("remote_command", "only applies with a remote:")
+        remote_command = remote_command.strip()
+
     return DeviceProfile(
         name=name, description=text("description", allow_empty=True), os=os_name, cpu=text("cpu"),
         threads=threads,
         ram_budget_mb=number("ram_budget_mb", 0), latency_budget_ms=number("latency_budget_ms", 0),
         accuracy_gate=number("accuracy_gate", 0, allow_zero=True), backends=backends,
         precisions=names("precisions", PRECISIONS), sources=dict(sources),
-        coreml_compute_units=units)
+        coreml_compute_units=units, remote=remote, remote_command=remote_command)
 
 
 def load_profile_file(path: str | Path, builtin: bool = False) -> DeviceProfile:

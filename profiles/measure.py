@@ -177,6 +177,13 @@ def measure(req: dict) -> dict:
     # After the figures above: the op profiler may build a second session and allocate.
     planned = runner.planned_memory_bytes()
     planned_label = getattr(runner, "planned_memory_label", None)
+    memory_facts, memory_error = {}, None
+    try:
+        memory_facts = runner.memory_facts() or {}
+    except Exception as exc:  # noqa: BLE001 - a static reader failing must not lose the figures
+        from lkca_edge.errors import describe_exception
+
+        memory_error = describe_exception(exc)
     sanity = None
     if labels is not None:
         preds = np.asarray(runner.run_many(images)).argmax(1)
@@ -204,6 +211,8 @@ def measure(req: dict) -> dict:
         "peak_rss_source": peak_source,
         "planned_memory_bytes": planned,
         "planned_memory_label": planned_label,
+        "memory_facts": memory_facts,
+        "memory_facts_error": memory_error,
         "ops": ops,
         "ops_error": ops_error,
         "sanity_top1": sanity,

@@ -2,7 +2,8 @@
 model it came from: by default on the validation pack written beside it at export (its images,
 labels and the fp32 reference logits; no torch needed), or with --dataset on another data set's
 test split (its labels matched to the model's by name; the fp32 source is rebuilt from the
-manifest, which needs torch)."""
+manifest, which needs torch). --remote ssh://USER@HOST runs the board's own lkca-edge on the
+artifact and its validation pack, so the gate is recomputed where the runtime runs."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-verify", action="store_true", help="skip the manifest sha256 check")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    from lkca_edge.commands.common import add_remote_arguments
+
+    add_remote_arguments(p, "validate")
 
 
 def run(args) -> int:
@@ -26,7 +30,8 @@ def run(args) -> int:
     from lkca_edge.pipelines.validate import validate_artifact
 
     result = validate_artifact(args.artifact, dataset=args.dataset, limit=args.limit,
-                               threads=args.threads, verify=not args.no_verify)
+                               threads=args.threads, verify=not args.no_verify, remote=args.remote,
+                               remote_command=args.remote_command, ssh_options=args.ssh_option)
     if args.json:
         print_json(result.to_dict())
     else:

@@ -77,18 +77,38 @@ def validation_inputs(artifact, manifest, prep, dataset: str | None, limit: int 
 
 
 def validate_artifact(artifact, dataset: str | None = None, limit: int | None = None,
-                      threads: int = 1, verify: bool = True) -> ValidationResult:
-    """`lkca-edge validate`: the artifact against its fp32 source on real held-out images."""
+                      threads: int = 1, verify: bool = True, *, remote: str | None = None,
+                      remote_command: str | None = None, ssh_options=()) -> ValidationResult:
+    """`lkca-edge validate`: the artifact against its fp32 source on real held-out images;
+    ``remote`` (``ssh://USER@HOST[:PORT]``) runs it on a board, on the validation pack."""
     from lkca_edge.isolation import run_isolated
     from lkca_edge.pipelines.artifacts import open_artifact, run_artifact, static_check
     from lkca_edge.preprocessing import Preprocessing
+    from lkca_edge.profiles.remote import AdbTarget, SshTarget, parse_remote
 
     from lkca_edge.hostinfo import cap_threads
     from lkca_edge.ranges import check_arg, check_optional
 
     check_optional("limit", limit)
-    threads = cap_threads(check_arg("threads", threads))
+    check_arg("threads", threads)
+    target = parse_remote(remote)
+    if isinstance(target, AdbTarget):
+        raise UserError("validate --remote takes ssh:// boards: adb runners (benchmark_model, "
+                        "executor_runner) print no logits to validate")
+    if remote_command and not isinstance(target, SshTarget):
+        raise UserError("--remote-command names the lkca-edge on an ssh:// board; it needs "
+                        "--remote ssh://USER@HOST")
     artifact, manifest, backend = open_artifact(artifact, verify)
+    if isinstance(target, SshTarget):
+        if dataset is not None:
+            raise UserError("on a board, validate uses the artifact's validation pack (drop --dataset)")
+        if not manifest.validation_pack:
+            raise UserError(f"{artifact.name} has no validation pack to validate on a board "
+                            f"(export it again with this lkca-edge)")
+        from lkca_edge.profiles.remote import validate_over_ssh
+
+        return validate_over_ssh(target, artifact, command=remote_command, options=ssh_options,
+                                 limit=limit, threads=threads, verify=verify)
     gate_for(manifest.precision, manifest.trained)  # an unknown precision is refused first
     prep = Preprocessing.from_dict(manifest.preprocessing)
     x, y, ref, spec, labels_note, where = validation_inputs(artifact, manifest, prep, dataset, limit)
@@ -101,7 +121,7 @@ def validate_artifact(artifact, dataset: str | None = None, limit: int | None = 
         if stored.get("estimate"):
             result.note = f"{result.note}; export-time estimate: {stored.get('note', '')}"
         return result
-    logits = run_isolated(run_artifact, backend.name, str(artifact), x, threads,
+    logits = run_isolated(run_artifact, backend.name, str(artifact), x, cap_threads(threads),
                           what=f"the {backend.name} runtime loading {artifact.name}")
     return validate_logits(logits, ref, y, backend.name, manifest.precision, note=f"on {where}",
                            **common)
