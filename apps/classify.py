@@ -55,10 +55,11 @@ def classify(images: list[str | Path], artifact: str | Path, top_k: int = 5, thr
 
     if not images:
         raise UserError("give at least one image file")
-    if top_k < 1:
-        raise UserError(f"--top-k must be at least 1, got {top_k}")
-    if threads < 1:
-        raise UserError(f"--threads must be at least 1, got {threads}")
+    from lkca_edge.hostinfo import cap_threads
+    from lkca_edge.ranges import check_arg
+
+    check_arg("top_k", top_k)
+    threads = cap_threads(check_arg("threads", threads))
     artifact, manifest, backend = open_artifact(artifact, verify)
     reason = backend.runnable()
     if reason is not None:
@@ -89,10 +90,15 @@ def classify(images: list[str | Path], artifact: str | Path, top_k: int = 5, thr
 
 
 def format_predictions(predictions: list[Prediction]) -> str:
+    """Lines for a terminal: file names and labels (both untrusted) made printable, so an ESC
+    or a newline in them never reaches it."""
+    from lkca_edge.errors import printable
+
     lines = []
     for pred in predictions:
-        lines.append(f"{pred.image}:")
-        width = max(len(lab) for lab, _, _ in pred.top)
-        for rank, (lab, _, prob) in enumerate(pred.top, 1):
+        lines.append(f"{printable(pred.image)}:")
+        labels = [printable(lab, 200) for lab, _, _ in pred.top]
+        width = max(len(lab) for lab in labels)
+        for rank, (lab, (_, _, prob)) in enumerate(zip(labels, pred.top), 1):
             lines.append(f"  {rank}. {lab.ljust(width)}  {prob:.4f}")
     return "\n".join(lines)

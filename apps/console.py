@@ -49,6 +49,7 @@ def print_bench_summary(outcome, wide: bool = False) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from lkca_edge.apps.report import BEST, compact_table, notes_list, summary_table
     from lkca_edge.results.analysis import ship_line
@@ -59,8 +60,9 @@ def print_bench_summary(outcome, wide: bool = False) -> None:
         console = Console(width=220 if wide else 100)
     t = summary_table(results) if wide else compact_table(results)
     run = results["run"]
-    table = Table(title=f"lkca-edge bench: {printable(', '.join(run['models']))} on "
-                        f"{printable(run['device'])}", title_justify="left", header_style="bold",
+    # Text, not str: rich would read "[bold]" in a model or device name as markup.
+    table = Table(title=Text(f"lkca-edge bench: {printable(', '.join(run['models']))} on "
+                             f"{printable(run['device'])}"), title_justify="left", header_style="bold",
                   caption=f"{BEST} best per metric" + ("" if wide else
                                                        " · ~ estimate · n/m not meaningful "
                                                        "(untrained) · --wide: every column"),
@@ -72,7 +74,7 @@ def print_bench_summary(outcome, wide: bool = False) -> None:
         table.add_column(h, justify="right" if a == "r" else "left", no_wrap=True)
     for cell, row in zip(results["cells"], t.rows):
         style = None if cell["status"] == "ok" else "red"
-        table.add_row(*[printable(x) for x in row], style=style)
+        table.add_row(*[Text(printable(x)) for x in row], style=style)
     console.print(table)
     for note in notes_list(results, validation_notes=False):
         console.print(f"  • {printable(note)}", highlight=False, markup=False, soft_wrap=True)
@@ -81,11 +83,12 @@ def print_bench_summary(outcome, wide: bool = False) -> None:
         console.print(f"  {printable(ship_line(entry, run['device']))}", highlight=False,
                       markup=False, soft_wrap=True)
     files = outcome.files
-    console.print(f"report: {files.get('report.html')}  (also report.md, results.json, results.csv "
-                  f"in {outcome.out_dir})", highlight=False, markup=False, soft_wrap=True)
+    console.print(printable(f"report: {files.get('report.html')}  (also report.md, results.json, "
+                            f"results.csv in {outcome.out_dir})"),
+                  highlight=False, markup=False, soft_wrap=True)
     if outcome.run_id is not None:
-        console.print(f"recorded as run {outcome.run_id} in {outcome.db_path} "
-                      f"(`lkca-edge runs`, `lkca-edge compare previous latest`)",
+        console.print(printable(f"recorded as run {outcome.run_id} in {outcome.db_path} "
+                                f"(`lkca-edge runs`, `lkca-edge compare previous latest`)"),
                       highlight=False, markup=False, soft_wrap=True)
     elif outcome.db_error:
         console.print(f"warning: not recorded in the run history: {printable(outcome.db_error)}",

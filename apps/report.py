@@ -432,6 +432,17 @@ def _ops_figure(results: dict):
 
 
 def make_plots(results: dict) -> list[Plot]:
+    """The report's plots. Names from the results (models, devices, labels) are plain text:
+    mathtext is off, so a ``$`` or ``\\`` in a device name never breaks a plot."""
+    try:
+        import matplotlib
+    except ImportError:
+        return []
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _make_plots(results)
+
+
+def _make_plots(results: dict) -> list[Plot]:
     """The report's figures as PNG bytes (empty list when matplotlib is missing)."""
     try:
         import matplotlib  # noqa: F401
@@ -463,7 +474,11 @@ def make_plots(results: dict) -> list[Plot]:
 
 # -- Markdown ------------------------------------------------------------------------------------------------
 def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Text from the results (names, notes, errors, device fields) as inert Markdown: no
+    control characters, HTML escaped, table pipes escaped."""
+    from lkca_edge.errors import printable
+
+    return html.escape(printable(text), quote=False).replace("|", "\\|")
 
 
 def md_table(t: Table) -> str:
@@ -493,7 +508,8 @@ def render_markdown(results: dict, plot_files: dict[str, str] | None = None) -> 
     run = results.get("run", {})
     cells = results.get("cells", [])
     n_ok = len(ok_cells(results))
-    out = [f"# lkca-edge bench — {', '.join(run.get('models') or [])} on {run.get('device')}",
+    e = _md_escape
+    out = [f"# lkca-edge bench — {e(', '.join(run.get('models') or []))} on {e(run.get('device'))}",
            "", f"{n_ok} of {len(cells)} cells ok. {BEST} = best cell per metric among the ok cells.", ""]
     out += ["## What to ship", ""]
     for line, why in _ship(results):
@@ -501,7 +517,7 @@ def render_markdown(results: dict, plot_files: dict[str, str] | None = None) -> 
         out += [f"    - {_md_escape(w)}" for w in why]
     out.append("")
     out += ["## Results", "", md_table(summary_table(results)), ""]
-    out += [LEGEND.format(device=run.get("device")), ""]
+    out += [e(LEGEND.format(device=run.get("device"))), ""]
     notes = notes_list(results)
     if notes:
         out += ["## Failures and notes", ""] + [f"- {_md_escape(n)}" for n in notes] + [""]
@@ -511,12 +527,12 @@ def render_markdown(results: dict, plot_files: dict[str, str] | None = None) -> 
     if plot_files:
         out += ["## Plots", ""]
         for name, (title, rel) in plot_files.items():
-            out += [f"### {title}", "", f"![{title}]({rel})", ""]
+            out += [f"### {e(title)}", "", f"![{e(title)}]({rel})", ""]
     ops = ops_tables(results)
     if ops:
-        out += ["## Operator breakdown", ""] + ([ops_note(results), ""] if ops_note(results) else [])
+        out += ["## Operator breakdown", ""] + ([e(ops_note(results)), ""] if ops_note(results) else [])
         for title, table in ops:
-            out += [f"### {title}", "", md_table(table), ""]
+            out += [f"### {e(title)}", "", md_table(table), ""]
     out += ["## Run", ""] + [f"- **{k}**: {_md_escape(v)}" for k, v in run_facts(results)] + [""]
     return "\n".join(out)
 

@@ -21,6 +21,7 @@ import numpy as np
 from lkca_edge.errors import BackendUnavailable, UserError, unknown_name
 
 PRECISIONS = ("fp32", "fp16", "int8")
+MAX_ARTIFACT_BYTES = 4 << 30  # an artifact and every file its runtime reads with it
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,23 @@ class Backend:
         """Static facts about an artifact without running it (op counts by type, ...)."""
         return {}
 
+    # -- integrity -------------------------------------------------------------------------------
+    def artifact_files(self, path: str | Path) -> list[Path]:
+        """Every file this backend's runtime opens for the artifact at ``path``: what its
+        manifest's sha256 covers. Refuses (UserError) an artifact that would make the runtime
+        open anything else: a symlink, a path leaving the artifact, a FIFO or device."""
+        from lkca_edge.safeio import check_regular
+
+        path = Path(path)
+        check_regular(path, f"{self.name} artifact", limit=MAX_ARTIFACT_BYTES)
+        return [path]
+
+    def digest(self, path: str | Path) -> str:
+        """The sha256 a manifest records: of exactly ``artifact_files(path)``."""
+        from lkca_edge.manifest import sha256_of
+
+        return sha256_of(path, self.artifact_files(path))
+
     def check_artifact_file(self, path: Path) -> None:
         """Refuse a path that cannot be this backend's artifact, with one clear line."""
         if not path.exists():
@@ -280,6 +298,52 @@ def resolve_backend_name(name: str) -> str:
 def get_backend(name: str) -> Backend:
     """The backend registered under ``name`` (or an alias such as xnnpack, litert, ort)."""
     return _BACKENDS[resolve_backend_name(name)]
+
+
+def package_files(root: Path, what: str) -> list[Path]:
+    """The regular files of an artifact directory (a .mlpackage), walked without following
+    links; a symlink or any member that is not a regular file or directory is refused, so the
+    runtime can only ever open the bytes the sha256 covers."""
+    import os
+    import stat
+
+    from lkca_edge.safeio import file_type
+
+    root = Path(root)
+    files, total = [], 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            member = Path(dirpath) / name
+            st = os.lstat(member)
+            rel = member.relative_to(root)
+            if stat.S_ISLNK(st.st_mode):
+                raise UserError(f"{what} {root} holds a symlink ({rel} -> {os.readlink(member)}); "
+                                f"refused: the runtime would read files outside the package")
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                raise UserError(f"{what} {root} holds {rel}, which is not a regular file (it is "
+                                f"{file_type(st.st_mode)}); refused")
+            total += st.st_size
+            if total > MAX_ARTIFACT_BYTES:
+                raise UserError(f"{what} {root} holds more than {MAX_ARTIFACT_BYTES >> 30} GB; refused")
+            files.append(member)
+    return sorted(files)
+
+
+def inside(root: Path, relative: str) -> Path | None:
+    """``root / relative`` when that stays inside ``root`` (symlinks resolved), else None."""
+    if not isinstance(relative, str) or not relative or "\0" in relative:
+        return None
+    rel = Path(relative)
+    if rel.is_absolute() or ".." in rel.parts:
+        return None
+    target = root / rel
+    try:
+        target.resolve().relative_to(root.resolve())
+    except (ValueError, OSError):
+        return None
+    return target
 
 
 def io_spec(name: str, shape, dtype: str, quantization: tuple[float, int] | None = None) -> dict:

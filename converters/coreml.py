@@ -16,9 +16,11 @@ programs): an estimate, never a device run.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import platform
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from lkca_edge.converters.base import (AppInfo, Backend, ConversionResult, Recipe, Runner,
-                                       float_io, model_name, num_outputs, register_backend)
-from lkca_edge.errors import UserError, first_line
+                                       float_io, inside, model_name, num_outputs,
+                                       package_files, register_backend)
+from lkca_edge.errors import UserError, first_line, printable
+from lkca_edge.fileio import temporary_directory
 from lkca_edge.logs import quiet
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -153,8 +157,13 @@ class CoreMLRunner(Runner):
 
     def __init__(self, path: Path, compute_units: str = "ALL"):
         ct = _coremltools()
+        # coremltools rewrites a package's Manifest.json when it loads it: load a private copy,
+        # kept for the runner's life (Core ML reads weights lazily).
+        self._copy = temporary_directory("coreml")
+        private = Path(self._copy.name) / path.name
+        shutil.copytree(path, private, symlinks=True)
         try:
-            self.model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
+            self.model = ct.models.MLModel(str(private), compute_units=getattr(ct.ComputeUnit, compute_units))
         except Exception as exc:
             raise UserError(f"{path} is not a loadable Core ML package ({first_line(exc)})") from None
         description = self.model.get_spec().description
@@ -353,14 +362,47 @@ class CoreMLBackend(Backend):
         self.require_runnable()
         path = Path(path)
         self.check_artifact_file(path)
+        self.artifact_files(path)  # no symlink, no path leaving the package
         units = (compute_units or "ALL").upper()
         if units not in COMPUTE_UNITS:
             raise UserError(f"unknown Core ML compute units {compute_units!r} (valid: {', '.join(COMPUTE_UNITS)})")
         return CoreMLRunner(path, units)
 
+    # -- integrity -------------------------------------------------------------------------------
+    def artifact_files(self, path) -> list[Path]:
+        """Every file of the package (Core ML may open any of them). Refused: a symlink, a
+        member that is no regular file, and a Manifest.json item whose path leaves the package."""
+        from lkca_edge.safeio import read_json
+
+        path = Path(path)
+        self.check_artifact_file(path)
+        files = package_files(path, "Core ML package")
+        manifest = path / "Manifest.json"
+        if manifest not in files:
+            raise UserError(f"{path} has no Manifest.json: not a Core ML package")
+        doc = read_json(manifest, "Core ML package manifest")
+        entries = doc.get("itemInfoEntries") if isinstance(doc, dict) else None
+        if not isinstance(entries, dict) or not entries:
+            raise UserError(f"{manifest} lists no items (itemInfoEntries): not a Core ML package")
+        for key, entry in entries.items():
+            rel = entry.get("path") if isinstance(entry, dict) else None
+            target = inside(path / "Data", rel) if isinstance(rel, str) else None
+            if target is None:
+                raise UserError(f"{manifest}: item {printable(key, 60)} points at "
+                                f"{printable(repr(rel), 120)}, outside the package; refused")
+            if not target.exists():
+                raise UserError(f"{manifest}: item {printable(key, 60)} names "
+                                f"{printable(rel, 120)}, which the package does not hold")
+        if doc.get("rootModelIdentifier") not in entries:
+            raise UserError(f"{manifest}: rootModelIdentifier names no item of the package")
+        return files
+
     def inspect(self, path) -> dict:
         """Interface, op counts, stored weight bytes and precisions, read from the package's spec."""
-        spec, mlmodel = self._read_spec(Path(path))
+        with self._opened(Path(path)) as (spec, mlmodel):
+            weights_dir = Path(mlmodel.weights_dir) if mlmodel.weights_dir else None
+            weight_bytes = sum(f.stat().st_size for f in weights_dir.rglob("*") if f.is_file()) \
+                if weights_dir and weights_dir.is_dir() else 0
         function = _main_function(spec)
         ops = function.block_specializations[function.opset].operations
         counts: dict[str, int] = {}
@@ -448,29 +490,35 @@ class CoreMLBackend(Backend):
         return result
 
     # -- reading packages ------------------------------------------------------------------------
-    def _read_spec(self, path: Path):
-        self.check_artifact_file(path)
+    @contextlib.contextmanager
+    def _opened(self, path: Path):
+        """(spec, MLModel) of a private copy of the package, removed afterwards: coremltools
+        rewrites a package's Manifest.json when it opens it, and reading must change nothing."""
+        self.artifact_files(path)  # no symlink, no path leaving the package, before any copy
         ct = _coremltools()
-        try:
-            with quiet():
-                mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
-                spec = mlmodel.get_spec()
-        except Exception as exc:
-            raise UserError(f"{path} is not a readable Core ML package ({first_line(exc)})") from None
-        if spec.WhichOneof("Type") != "mlProgram":
-            raise UserError(f"{path} is a Core ML {spec.WhichOneof('Type')} model, not an ML program")
-        return spec, mlmodel
+        with temporary_directory("coreml") as tmp:
+            private = Path(tmp) / path.name
+            shutil.copytree(path, private, symlinks=True)
+            try:
+                with quiet():
+                    mlmodel = ct.models.MLModel(str(private), skip_model_load=True)
+                    spec = mlmodel.get_spec()
+            except Exception as exc:
+                raise UserError(f"{path} is not a readable Core ML package ({first_line(exc)})") from None
+            if spec.WhichOneof("Type") != "mlProgram":
+                raise UserError(f"{path} is a Core ML {spec.WhichOneof('Type')} model, not an ML program")
+            yield spec, mlmodel
 
     def _read_program(self, path: Path):
         """The package's MIL program with its weights read from the blob file (pymil)."""
         from coremltools.converters.mil.frontend.milproto.load import load as load_mil
 
-        spec, mlmodel = self._read_spec(path)
-        try:
-            with quiet():
-                return load_mil(spec, spec.specificationVersion, mlmodel.weights_dir)
-        except Exception as exc:
-            raise UserError(f"cannot read the weights of {path} ({first_line(exc)})") from None
+        with self._opened(path) as (spec, mlmodel):
+            try:
+                with quiet():
+                    return load_mil(spec, spec.specificationVersion, mlmodel.weights_dir)
+            except Exception as exc:
+                raise UserError(f"cannot read the weights of {path} ({first_line(exc)})") from None
 
 
 # -- spec helpers --------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lkca_edge.converters.base import (AppInfo, Backend, ConversionResult, Recipe, Runner,
-                                       float_io, num_outputs, register_backend)
+from lkca_edge.converters.base import (MAX_ARTIFACT_BYTES, AppInfo, Backend, ConversionResult,
+                                       Recipe, Runner, float_io, inside, num_outputs,
+                                       register_backend)
 from lkca_edge.errors import UserError, first_line
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -95,6 +96,94 @@ class OrtRunner(Runner):
         return sorted(({"op": op, "ms": sum(t) / runs, "count": len(t) // max(1, runs),
                         "delegated": None} for op, t in totals.items()),
                       key=lambda r: -r["ms"])
+
+
+# Where ONNX tensors can live, by protobuf field number (onnx.proto3): message -> {field: message}.
+# Every path to a TensorProto, so no external-data entry escapes the walk below.
+_PROTO_CHILDREN = {
+    "model": {7: "graph", 25: "function"},
+    "function": {7: "node"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "tensor": {13: "entry"},
+}
+_MAX_PROTO_DEPTH = 64
+
+
+def _fields(buf: bytes, start: int, end: int):
+    """(field number, wire type, value start, value end) of a protobuf message's fields."""
+    pos = start
+
+    def varint():
+        nonlocal pos
+        shift = result = 0
+        while True:
+            if pos >= end or shift > 63:
+                raise ValueError("truncated varint")
+            b = buf[pos]
+            pos += 1
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return result
+            shift += 7
+
+    groups = 0  # inside a (deprecated) group: skipped, as a protobuf parser skips unknown fields
+    while pos < end:
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 3:
+            groups += 1
+            continue
+        if wire == 4:
+            if not groups:
+                raise ValueError("unbalanced group")
+            groups -= 1
+            continue
+        if wire == 0:
+            varint()
+            continue
+        if wire == 1:
+            size = 8
+        elif wire == 5:
+            size = 4
+        elif wire == 2:
+            size = varint()
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if pos + size > end:
+            raise ValueError("truncated field")
+        if not groups:
+            yield number, wire, pos, pos + size
+        pos += size
+    if groups:
+        raise ValueError("unterminated group")
+
+
+def external_data_locations(data: bytes) -> set[str]:
+    """Every ``location`` of an external-data entry of any tensor in a serialised ModelProto
+    (initializers, sparse initializers, attribute tensors, subgraphs and functions), read from
+    the wire format itself: no ``onnx`` package needed, any field order handled."""
+    found: set[str] = set()
+    stack = [("model", 0, len(data), 0)]
+    try:
+        while stack:
+            kind, start, end, depth = stack.pop()
+            if depth > _MAX_PROTO_DEPTH:
+                raise UserError("the ONNX model nests graphs too deeply")
+            if kind == "entry":
+                entry = {n: data[a:b] for n, w, a, b in _fields(data, start, end) if w == 2}
+                if entry.get(1) == b"location":
+                    found.add(entry.get(2, b"").decode("utf-8", errors="replace"))
+                continue
+            children = _PROTO_CHILDREN[kind]
+            for number, wire, a, b in _fields(data, start, end):
+                if wire == 2 and number in children:
+                    stack.append((children[number], a, b, depth + 1))
+    except ValueError as exc:
+        raise UserError(f"not a readable ONNX model (malformed protobuf: {exc})") from None
+    return found
 
 
 @register_backend
@@ -236,6 +325,31 @@ class OnnxBackend(Backend):
                         quant_format=getattr(QuantFormat, recipe.option("format")),
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         per_channel=True)
+
+    # -- integrity -------------------------------------------------------------------------------
+    def artifact_files(self, path) -> list[Path]:
+        """The model file and every external-data file its tensors name (ONNX Runtime opens
+        them from the model's directory); a location that leaves the directory is refused."""
+        from lkca_edge.safeio import check_regular, read_bytes
+
+        path = Path(path)
+        if path.suffix == ".ort":  # the ORT format holds its weights inside the flatbuffer
+            check_regular(path, "ORT model", limit=MAX_ARTIFACT_BYTES)
+            return [path]
+        data = read_bytes(path, "ONNX model", limit=MAX_ARTIFACT_BYTES)
+        files = [path]
+        try:
+            locations = external_data_locations(data)
+        except UserError as exc:
+            raise UserError(f"{path} is {exc}") from None
+        for location in sorted(locations):
+            target = inside(path.parent, location)
+            if target is None:
+                raise UserError(f"{path} names external data {location!r} outside its directory; "
+                                f"refused (ONNX Runtime would read a file the manifest does not cover)")
+            check_regular(target, "ONNX external data file", limit=MAX_ARTIFACT_BYTES)
+            files.append(target)
+        return files
 
     # -- run -------------------------------------------------------------------------------------
     def check_artifact_file(self, path: Path) -> None:

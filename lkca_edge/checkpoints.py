@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -44,18 +44,14 @@ OFFICIAL_PREPROCESSING = Preprocessing(
 
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint file safely -> {'format', 'state_dict', 'config'?, 'preprocessing'?, ...}."""
+    from lkca_edge.safeio import check_expansion, read_bytes
+
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        raise UserError(f"checkpoint {path} is a directory, not a file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    data = read_bytes(path, "checkpoint")  # a regular file of at most 1 GB (never a FIFO)
     if not (data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"):  # torch's zip, or a legacy pickle
         raise UserError(f"{path} is not a readable checkpoint (not a PyTorch file: neither a zip "
                         f"archive nor a pickle)")
+    _check_unpacked_size(data, path)
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle with code, random bytes, ...
@@ -63,6 +59,7 @@ def read_checkpoint(path: str | Path) -> dict:
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             first = "it holds Python objects other than tensors, which are refused for safety"
         raise UserError(f"{path} is not a readable checkpoint ({first[:200]})") from None
+    check_expansion(obj, "checkpoint", path)  # tensors are leaves; containers must stay small
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return _own_format(obj, path)
     state = _find_state_dict(obj)
@@ -74,25 +71,50 @@ def read_checkpoint(path: str | Path) -> dict:
     return {"format": "state_dict", "state_dict": state}
 
 
-def _own_format(obj: dict, path: Path) -> dict:
+def _check_unpacked_size(data: bytes, path: Path) -> None:
+    """A zip checkpoint whose members claim more than the checkpoint limit unpacked is refused
+    before torch allocates them (a compressed member can claim any size)."""
+    import zipfile
+
+    from lkca_edge.safeio import human_size, limit_for
+
+    if data[:4] != b"PK\x03\x04":
+        return
     try:
-        config_fields = {f.name for f in fields(ModelConfig)}
-        raw = dict(obj["config"])
-        unknown = set(raw) - config_fields
-        if unknown:
-            raise UserError(f"checkpoint {path}: unknown config field(s) {sorted(unknown)}")
-        config = ModelConfig(**raw)
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            unpacked = sum(max(0, info.file_size) for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # torch.load names the problem
+    if unpacked > limit_for("checkpoint"):
+        raise UserError(f"checkpoint {path} unpacks to {human_size(unpacked)}, over the "
+                        f"{human_size(limit_for('checkpoint'))} limit for a checkpoint")
+
+
+def _own_format(obj: dict, path: Path) -> dict:
+    where = f"checkpoint {path}"
+    for key, types in (("config", dict), ("preprocessing", dict), ("state_dict", dict),
+                       ("model", (str, type(None))), ("metrics", (dict, type(None)))):
+        if key in ("config", "preprocessing", "state_dict") and key not in obj:
+            raise UserError(f"{where} is missing its {key!r} field")
+        if key in obj and not isinstance(obj[key], types):
+            raise UserError(f"{where}: field {key!r} has the wrong type ({type(obj[key]).__name__})")
+    config = ModelConfig.from_dict(obj["config"], where)  # sizes checked before any allocation
+    try:
         prep = Preprocessing.from_dict(dict(obj["preprocessing"]))
-        state = obj["state_dict"]
-    except (KeyError, TypeError) as exc:
-        raise UserError(f"checkpoint {path} is missing or has a bad field: {exc}") from None
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    except TypeError as exc:
+        raise UserError(f"{where}: bad preprocessing ({exc})") from None
+    state = obj["state_dict"]
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise UserError(f"{where}: field 'state_dict' must map names to tensors")
     data = obj.get("data", obj.get("dataset"))  # "dataset": a spec string, in older files
     if data is not None:
         from lkca_edge.datarecord import DataRecord
 
         data = DataRecord.from_dict(data, f"checkpoint {path}")
     return {"format": FORMAT, "state_dict": state, "config": config, "preprocessing": prep,
-            "model": obj.get("model"), "metrics": obj.get("metrics", {}), "data": data}
+            "model": obj.get("model"), "metrics": obj.get("metrics") or {}, "data": data}
 
 
 def _find_state_dict(obj) -> dict | None:

@@ -63,37 +63,60 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
-    from lkca_edge.errors import UserError, raise_interrupted
+    from lkca_edge.errors import UserError, printable, raise_interrupted
+    from lkca_edge.fileio import private_tempdir
 
-    # SIGTERM behaves like Ctrl-C: atomic writes remove their temporary files, the bench keeps its
-    # finished cells, and the exit code is 143 (128 + SIGTERM).
-    saved_term = None
-    if (threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
-        saved_term = signal.signal(signal.SIGTERM, raise_interrupted)
+    # SIGTERM and SIGHUP behave like Ctrl-C: atomic writes remove their temporary files, the
+    # private temporary directory goes, the bench keeps its finished cells, and the exit code is
+    # 128 + the signal (143 for SIGTERM).
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+                saved[sig] = signal.signal(sig, raise_interrupted)
+    # Every line an error prints is made printable: messages quote file names, labels and
+    # fields of untrusted files, and an ESC or newline in them must never reach the terminal.
     try:
-        return int(args._module.run(args) or 0)
+        with private_tempdir():
+            return int(args._module.run(args) or 0)
     except UserError as exc:
         if debug:
             raise
-        print(f"lkca-edge {args.command}: error: {exc}", file=sys.stderr)
+        print(f"lkca-edge {args.command}: error: {printable(exc, 2000)}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt as exc:  # Ctrl-C, SIGINT or SIGTERM (errors.Interrupted)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGINT, SIGTERM or SIGHUP (errors.Interrupted)
         message = getattr(exc, "message", "") or "interrupted"
-        print(f"lkca-edge {args.command}: {message}", file=sys.stderr)
+        print(f"lkca-edge {args.command}: {printable(message, 2000)}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 130))
     except BrokenPipeError:
         return 141
     except Exception as exc:  # an internal fault: still one line unless --debug
+        interrupt = _interrupt_in(exc)
+        if interrupt is not None:  # a signal that landed inside a library (an import, say)
+            message = getattr(interrupt, "message", "") or "interrupted"
+            print(f"lkca-edge {args.command}: {printable(message, 2000)}", file=sys.stderr)
+            return int(getattr(interrupt, "exit_code", 130))
         if debug:
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"lkca-edge {args.command}: internal error: {type(exc).__name__}: {msg[:300]} "
-              f"(rerun with --debug for the traceback)", file=sys.stderr)
+        print(f"lkca-edge {args.command}: internal error: {type(exc).__name__}: "
+              f"{printable(msg, 300)} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
     finally:
-        if saved_term is not None:
-            signal.signal(signal.SIGTERM, saved_term)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt_in(exc: BaseException):
+    """The KeyboardInterrupt (SIGINT, SIGTERM, SIGHUP) a library turned into another exception
+    (``ImportError: initialization failed`` when it lands in a native module's init), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def entry() -> None:

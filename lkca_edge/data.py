@@ -55,6 +55,7 @@ def _to_uint8_rgb(images: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """(N, h, w[, c]) uint8 -> (N, H, W, 3) uint8 resized with the model's preprocessing."""
     from PIL import Image
 
+    prep.check_batch(len(images), "the data set")
     out = np.empty((len(images), prep.image_size, prep.image_size, 3), np.uint8)
     for i, img in enumerate(images):
         out[i] = prep.resize_rgb(Image.fromarray(img))
@@ -121,17 +122,47 @@ def restricted_load(data: bytes):
 
 
 def _read_cifar_batch(path: Path) -> dict:
-    if not path.is_file():
+    from lkca_edge.safeio import check_expansion, read_bytes
+
+    if not path.exists():
         raise UserError(f"CIFAR batch not found: {path} (expected the official python-batch files)")
+    data = read_bytes(path, "CIFAR batch")
     try:
-        batch = restricted_load(path.read_bytes())
+        batch = restricted_load(data)
     except pickle.UnpicklingError as exc:
         raise UserError(f"{path} was refused: {exc}") from None
     except Exception as exc:
         raise UserError(f"{path} is not a CIFAR python batch ({type(exc).__name__}: {exc})") from None
+    check_expansion(batch, "CIFAR batch", path)  # memo references can make 258 bytes expand to 2**60
     if not isinstance(batch, dict):
         raise UserError(f"{path} is not a CIFAR python batch (no dict inside)")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in batch.items()}
+
+
+def _cifar_field(batch: dict, key: str, path: Path, kind: str):
+    """A CIFAR batch's field, checked: ``pixels`` a uint8 array of 3,072 values per image,
+    ``labels`` integers, ``names`` strings; one line naming the file and the field otherwise."""
+    if key not in batch:
+        raise UserError(f"{path} is not a CIFAR python batch (no {key!r} field)")
+    value = batch[key]
+    if isinstance(value, np.ndarray) and value.dtype.hasobject:
+        raise UserError(f"{path}: CIFAR field {key!r} holds Python objects, not numbers")
+    if kind == "pixels":
+        if not isinstance(value, np.ndarray) or value.dtype != np.uint8 or value.ndim != 2 \
+                or value.shape[1] != 3 * 32 * 32:
+            raise UserError(f"{path}: CIFAR field {key!r} must be a uint8 array of 3,072 values "
+                            f"per image")
+        return value
+    if kind == "labels":
+        items = value.tolist() if isinstance(value, np.ndarray) else value
+        if not isinstance(items, list) or not all(isinstance(v, (int, np.integer))
+                                                  and not isinstance(v, bool) for v in items):
+            raise UserError(f"{path}: CIFAR field {key!r} must be a list of integers")
+        return np.asarray(items, np.int64)
+    if not isinstance(value, list) or not all(isinstance(v, (bytes, str)) and len(v) <= 1000
+                                              for v in value):
+        raise UserError(f"{path}: CIFAR field {key!r} must be a list of names")
+    return [v.decode(errors="replace") if isinstance(v, bytes) else v for v in value]
 
 
 def _cifar(prep: Preprocessing, directory: str | None, coarse: bool) -> Dataset:
@@ -146,18 +177,17 @@ def _cifar(prep: Preprocessing, directory: str | None, coarse: bool) -> Dataset:
         train_files = [f"data_batch_{i}" for i in range(1, 6)]
         test_files, meta_file, label_key, names_key = (
             ["test_batch"], "batches.meta", "labels", "label_names")
-    meta = _read_cifar_batch(root / meta_file)
-    labels = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[names_key]]
+    labels = _cifar_field(_read_cifar_batch(root / meta_file), names_key, root / meta_file, "names")
 
     def read(files):
         xs, ys = [], []
         for f in files:
             b = _read_cifar_batch(root / f)
-            try:
-                xs.append(np.asarray(b["data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-                ys.append(np.asarray(b[label_key], np.int64))
-            except (KeyError, ValueError) as exc:
-                raise UserError(f"{root / f} is not a CIFAR python batch ({exc})") from None
+            pixels = _cifar_field(b, "data", root / f, "pixels")
+            ys.append(_cifar_field(b, label_key, root / f, "labels"))
+            if len(ys[-1]) != len(pixels):
+                raise UserError(f"{root / f}: {len(pixels)} images but {len(ys[-1])} labels")
+            xs.append(pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         return np.concatenate(xs), np.concatenate(ys)
 
     train_pixels, train_y = read(train_files)
@@ -195,6 +225,7 @@ def load_folder(prep: Preprocessing, directory: str | None) -> Dataset:
     if not files:
         raise UserError(f"no images found in {root} (expected one subfolder per class with "
                         f"{', '.join(IMAGE_SUFFIXES)} files)")
+    prep.check_batch(len(files), f"folder:{root}")
     rgb = np.stack([prep.load_rgb(f) for f in files])
     train, val, test = _seeded_split(len(files), test=0.2, val=0.1)
     path = str(root.resolve())

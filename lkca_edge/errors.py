@@ -38,6 +38,16 @@ def printable(text: str, limit: int | None = None) -> str:
     return out if limit is None else out[:limit]
 
 
+def brief(value, limit: int = 80) -> str:
+    """A short, printable repr of an untrusted value for a message (bounded even for a value
+    nested a million levels deep or shared a billion times)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, limit, limit
+    return printable(short.repr(value), limit)
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """One printable line of an exception (parsers quote the random bytes they choked on)."""
     text = str(exc).strip()

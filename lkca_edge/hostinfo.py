@@ -14,6 +14,11 @@ def usable_cpus() -> list[int]:
     return list(range(os.cpu_count() or 1))
 
 
+def cap_threads(threads: int) -> int:
+    """A thread count no larger than the CPUs this process may use (more only oversubscribe)."""
+    return max(1, min(int(threads), len(usable_cpus())))
+
+
 def cpu_model() -> str:
     """The CPU's marketing name (/proc/cpuinfo; platform.processor() elsewhere)."""
     try:

@@ -16,24 +16,26 @@ import pickle
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from lkca_edge.errors import UserError, describe_exception, printable
 
 
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux; a no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
+def die_with_parent(parent_pid: int | None = None) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux; a no-op elsewhere),
+    so a SIGKILLed CLI never leaves a runtime or measuring child running on without a limit.
+    ``parent_pid``: exit at once if that parent is already gone (it died before the request)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def child_env() -> dict:
@@ -65,7 +67,9 @@ def run_isolated(fn, *args, what: str = "the runtime", timeout: float | None = 6
     if module == "__main__" or "<locals>" in name:
         raise TypeError(f"run_isolated needs a module-level function of an importable module, "
                         f"got {module}.{name}")
-    with tempfile.TemporaryDirectory(prefix="lkca-isolated-") as tmp:
+    from lkca_edge.fileio import temporary_directory
+
+    with temporary_directory("isolated") as tmp:  # swept at the next start after a SIGKILL
         work = Path(tmp)
         request, result, log = work / "request.pkl", work / "result.pkl", work / "child.log"
         with open(request, "wb") as fh:

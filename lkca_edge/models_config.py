@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from lkca_edge.errors import UserError, brief
+
+# The sizes a config may have, checked before anything is allocated (whether the config comes
+# from flags, a checkpoint or a manifest). The zoo's largest model (lkca-12m) is far inside them.
+LIMITS: dict[str, tuple[int, int]] = {
+    "dim": (1, 4096),
+    "depth": (1, 64),
+    "heads": (1, 64),
+    "mlp_ratio": (1, 16),
+    "image_size": (1, 512),
+    "patch_size": (1, 512),
+    "in_channels": (1, 4),
+    "num_classes": (1, 100_000),
+}
+MAX_TOKENS = 1024            # (image_size / patch_size) ** 2: the token-mixing matrices are n x n
+MAX_PARAMS = 100_000_000     # 400 MB of fp32 weights
+FAMILIES = ("lkca", "vit")
+
+
+class ConfigError(UserError, ValueError):
+    """A model config that cannot be built (a UserError line; a ValueError for older callers)."""
 
 
 @dataclass(frozen=True)
@@ -31,19 +53,50 @@ class ModelConfig:
     def patch_dim(self) -> int:
         return self.in_channels * self.patch_size**2
 
-    def validate(self) -> None:
-        if self.family not in ("lkca", "vit"):
-            raise ValueError(f"unknown model family {self.family!r}")
+    def validate(self, source: str | None = None) -> None:
+        """Refuse a config of the wrong types or sizes before anything is allocated;
+        ``source`` (a file) is named in the message."""
+        where = f"{source}: " if source else ""
+
+        def bad(text: str) -> ConfigError:
+            return ConfigError(f"{where}model config {text}")
+
+        if not isinstance(self.family, str) or self.family not in FAMILIES:
+            raise bad(f"family must be one of {', '.join(FAMILIES)}, got {brief(self.family)}")
+        for name, (lo, hi) in LIMITS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise bad(f"{name} must be an integer, got {brief(value)}")
+            if not lo <= value <= hi:
+                raise bad(f"{name} must be between {lo} and {hi:,}, got {value:,}")
         if self.image_size % self.patch_size:
-            raise ValueError(
-                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
-            )
+            raise bad(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.family == "vit" and self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
-        for field in ("dim", "depth", "heads", "mlp_ratio", "image_size", "patch_size",
-                      "in_channels", "num_classes"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be positive, got {getattr(self, field)}")
+            raise bad(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.num_tokens > MAX_TOKENS:
+            raise bad(f"has {self.num_tokens:,} tokens ((image_size / patch_size) ** 2 = "
+                      f"({self.image_size} / {self.patch_size}) ** 2), over the limit of "
+                      f"{MAX_TOKENS:,}; use a larger patch_size")
+        params = count_params(self)
+        if params > MAX_PARAMS:
+            raise bad(f"has {params:,} parameters, over the limit of {MAX_PARAMS:,}")
+
+    @classmethod
+    def from_dict(cls, data, source: str | None = None) -> "ModelConfig":
+        """A validated config from a checkpoint's or manifest's ``config`` mapping."""
+        where = f"{source}: " if source else ""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}model config must be a mapping, got {type(data).__name__}")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(brief(k) for k in data if k not in names)
+        if unknown:
+            raise ConfigError(f"{where}unknown model config field(s) {', '.join(unknown)}")
+        missing = [n for n in ("family", "dim", "depth") if n not in data]
+        if missing:
+            raise ConfigError(f"{where}model config lacks {', '.join(missing)}")
+        config = cls(**data)
+        config.validate(source)
+        return config
 
 
 def count_params(config: ModelConfig) -> int:

@@ -12,12 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from lkca_edge.errors import UserError
+from lkca_edge.models_config import LIMITS
 
 RESAMPLE_MODES = ("nearest", "bilinear", "bicubic")
 # What an artifact takes: "tensor", the normalised float32 (N, 3, H, W) array (the default), or
 # "image", (N, H, W, 3) uint8 RGB pixels at the model's size, normalised inside the graph.
 INPUT_KINDS = ("tensor", "image")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+MAX_IMAGE_PIXELS = 64_000_000   # 64 megapixels (a 48 MP phone photo fits); decoded before resizing
+MAX_BATCH_BYTES = 2 << 30       # preprocessed float32 images a data set may hold in memory
+# Pillow modes with more than 8 bits per sample: scaled to 0..255, never clipped.
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,10 @@ class Preprocessing:
         def number(v) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-        if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or not 1 <= self.image_size <= 4096:
-            raise UserError(f"preprocessing image_size must be a positive integer, got {self.image_size!r}")
+        lo, hi = LIMITS["image_size"]
+        if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or not lo <= self.image_size <= hi:
+            raise UserError(f"preprocessing image_size must be an integer between {lo} and {hi}, "
+                            f"got {self.image_size!r}")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise UserError("preprocessing mean and std need 3 values (one per channel)")
         if not all(number(m) for m in self.mean) or not all(number(s) and s > 0 for s in self.std):
@@ -68,6 +75,9 @@ class Preprocessing:
             raise UserError(f"preprocessing scale must be a positive number, got {self.scale!r}")
         if not all(isinstance(label, str) for label in self.labels):
             raise UserError("preprocessing labels must be strings")
+        if len(self.labels) > LIMITS["num_classes"][1]:
+            raise UserError(f"preprocessing has {len(self.labels):,} labels, over the limit of "
+                            f"{LIMITS['num_classes'][1]:,}")
         if self.channel_order not in ("RGB", "BGR"):
             raise UserError(f"preprocessing channel_order must be RGB or BGR, got {self.channel_order!r}")
         if self.layout not in ("NCHW",):
@@ -113,10 +123,19 @@ class Preprocessing:
             return np.ascontiguousarray(x, np.float32)
         raise UserError(f"unknown input kind {kind!r} (valid: {', '.join(INPUT_KINDS)})")
 
+    def check_batch(self, n: int, source: str) -> None:
+        """Refuse holding ``n`` preprocessed images when they would not fit in memory."""
+        size = int(n) * 3 * self.image_size ** 2 * 4
+        if size > MAX_BATCH_BYTES:
+            raise UserError(f"{source}: {n:,} images at {self.image_size} px would take "
+                            f"{size / (1 << 30):.1f} GB of memory, over the limit of "
+                            f"{MAX_BATCH_BYTES >> 30} GB; use a smaller image size or fewer images")
+
     def resize_rgb(self, image) -> np.ndarray:
         """A PIL image of any mode and size -> (H, W, 3) uint8 RGB at the model's size."""
         from PIL import Image
 
+        image = to_8bit(image)
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             # Composite transparency on black, the digits' background.
             rgba = image.convert("RGBA")
@@ -129,22 +148,59 @@ class Preprocessing:
         return np.asarray(image, dtype=np.uint8)
 
     def load_rgb(self, path: str | Path) -> np.ndarray:
-        """Read an image file -> (H, W, 3) uint8 RGB at the model's size. One clear error on bad
-        files."""
-        from PIL import Image, UnidentifiedImageError
-
-        path = Path(path)
-        if not path.exists():
-            raise UserError(f"image not found: {path}")
-        if path.is_dir():
-            raise UserError(f"{path} is a directory, not an image")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return self.resize_rgb(im)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise UserError(f"{path} is not a readable image ({type(exc).__name__}: {exc})") from None
+        """Read an image file -> (H, W, 3) uint8 RGB at the model's size, as a viewer shows it
+        (EXIF orientation, 16-bit samples scaled). One clear error on bad files."""
+        return self.resize_rgb(open_image(path))
 
     def load_image(self, path: str | Path) -> np.ndarray:
         """Read an image file -> (1, 3, H, W) float32 model input. One clear error on bad files."""
         return self.normalize(self.load_rgb(path)[None])
+
+
+def open_image(path: str | Path):
+    """A decoded PIL image as a viewer shows it (EXIF orientation applied), from a regular file
+    of at most 64 MB and 64 megapixels (its header is read before any pixel is decoded)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from lkca_edge.safeio import open_regular
+
+    path = Path(path)
+    with open_regular(path, "image") as fh:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # our own cap below, with the image's size in the message
+        try:
+            with Image.open(fh) as im:
+                width, height = im.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise UserError(f"image {path} is {width}x{height} pixels "
+                                    f"({width * height / 1e6:.0f} megapixels), over the "
+                                    f"{MAX_IMAGE_PIXELS // 1_000_000}-megapixel limit for an image")
+                im.load()
+                return ImageOps.exif_transpose(im)
+        except UserError:
+            raise
+        except UnidentifiedImageError:
+            raise UserError(f"{path} is not a readable image (not in an image format Pillow "
+                            f"reads)") from None
+        except (OSError, ValueError, SyntaxError, EOFError,
+                Image.DecompressionBombError) as exc:
+            raise UserError(f"{path} is not a readable image ({type(exc).__name__}: {exc})") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def to_8bit(image):
+    """8-bit samples: images with 16-bit (or 32-bit integer / float) samples are scaled to
+    0..255, as a viewer shows them, instead of being clipped at 255 by ``convert``."""
+    from PIL import Image
+
+    if image.mode not in WIDE_MODES:
+        return image
+    a = np.asarray(image, dtype=np.float64)
+    if image.mode == "F" and a.size and np.nanmax(a) <= 1.0:
+        a = a * 255.0                      # a float image in 0..1
+    elif image.mode.startswith("I;16") or (a.size and np.nanmax(a) > 255):
+        a = a * (255.0 / 65535.0)          # 16-bit samples (PNG, TIFF), whatever the mode says
+    a = np.nan_to_num(a, nan=0.0)
+    return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
+

@@ -29,20 +29,13 @@ class TrainConfig:
     threads: int | None = None
 
     def check(self) -> None:
-        """One line for a setting that cannot train (before any work is done)."""
-        def integer(v) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
+        """One line for a setting that cannot train (before any work is done): the ranges of
+        ``lkca_edge.ranges``, the same the command line applies."""
+        from lkca_edge.ranges import check_arg, check_optional
 
-        if not integer(self.epochs) or self.epochs < 1:
-            raise UserError(f"--epochs must be at least 1, got {self.epochs}")
-        if not integer(self.batch_size) or self.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
-            raise UserError(f"--lr must be a finite number above 0, got {self.lr}")
-        if not integer(self.seed) or self.seed < 0:
-            raise UserError(f"--seed must be 0 or more, got {self.seed}")
-        if self.threads is not None and (not integer(self.threads) or self.threads < 1):
-            raise UserError(f"--threads must be at least 1, got {self.threads}")
+        for name in ("epochs", "batch_size", "lr", "seed"):
+            check_arg(name, getattr(self, name))
+        check_optional("threads", self.threads)
 
 
 class TrainingDiverged(UserError):
@@ -82,7 +75,9 @@ def train(model: torch.nn.Module, data: Dataset, cfg: TrainConfig, show_progress
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        from lkca_edge.hostinfo import cap_threads
+
+        torch.set_num_threads(cap_threads(cfg.threads))
     gen = torch.Generator().manual_seed(cfg.seed)
     form = getattr(model, "form", None)
     if form is not None:

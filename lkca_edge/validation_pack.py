@@ -62,15 +62,13 @@ def pack_bytes(pixels: np.ndarray, labels: np.ndarray, reference: np.ndarray) ->
 def read_pack(artifact: str | Path, entry: dict) -> ValidationPack:
     """The pack beside ``artifact``, checked against the manifest's ``validation_pack`` entry
     (sha256) and for shape and type; one clear line when it is missing or not right."""
+    from lkca_edge.safeio import read_bytes
+
     path = pack_path(artifact)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise UserError(f"the validation pack {path.name} beside {Path(artifact).name} is missing; "
                         f"re-export the artifact, or pass --dataset SPEC")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise UserError(f"{path} is {size} bytes, over the {MAX_FILE_BYTES >> 20} MiB a validation "
-                        f"pack may have")
-    data = path.read_bytes()
+    data = read_bytes(path, "validation pack", limit=MAX_FILE_BYTES)  # regular file, bounded
     if entry.get("sha256") and hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise UserError(f"{path} does not match its manifest (sha256 differs): the validation pack "
                         f"changed since export; re-export the artifact")

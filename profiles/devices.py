@@ -5,10 +5,17 @@ Built-in profiles live in ``profiles/devices/*.yaml`` (installed in ``lkca_edge.
 ``os.pathsep``). A user profile with the name of a built-in replaces it; the listing says where
 each one came from.
 
-A profile is data with provenance: every number (and the CPU description) carries a note or URL
-in ``sources``; hardware facts cite vendor spec pages and budgets say they are product choices.
-Unknown keys are refused with the file and the field named, so a typo never silently becomes a
-default.
+A profile needs only what a profiler uses: ``name``, ``threads``, ``ram_budget_mb``,
+``latency_budget_ms``, ``backends`` and ``precisions``. The rest is optional, with these
+defaults (``OPTIONAL_DEFAULTS``): ``description`` "", ``os`` "unspecified" (no OS-specific
+check; ``coreml`` needs ios or macos when the os is given), ``cpu`` "unspecified",
+``accuracy_gate`` 1.0 point (the fp16/int8 validation gate's own drop) and ``sources`` {}.
+
+The built-in profiles are data with provenance: every number (and the CPU description) carries a
+note or URL in ``sources`` (enforced for them; a user profile may cite what it likes); hardware
+facts cite vendor spec pages and budgets say they are product choices. Unknown keys are refused
+with the file and the field named, so a typo never silently becomes a default; NaN, infinite or
+negative budgets are refused too.
 
 A profile may say where its device is: ``remote: ssh://pi@raspberrypi.local`` (or
 ``adb://SERIAL``), and ``remote_command: /home/pi/venv/bin/lkca-edge`` for the board's lkca-edge;
@@ -17,17 +24,18 @@ A profile may say where its device is: ``remote: ssh://pi@raspberrypi.local`` (o
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lkca_edge.converters import PRECISIONS, backend_names
-from lkca_edge.errors import UserError, unknown_name
+from lkca_edge.errors import UserError, brief, unknown_name
 
 ENV_VAR = "LKCA_EDGE_PROFILES"
 BUILTIN_DIR = Path(__file__).resolve().parent / "devices"
 
-OS_NAMES = ("android", "ios", "linux", "macos")
+OS_NAMES = ("android", "ios", "linux", "macos", "unspecified")
 APPLE_OS = ("ios", "macos")
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 # Every number and the CPU description need a source note.
@@ -37,16 +45,16 @@ SOURCED = ("cpu", "threads", "ram_budget_mb", "latency_budget_ms", "accuracy_gat
 @dataclass(frozen=True)
 class DeviceProfile:
     name: str
-    description: str
-    os: str                          # android | ios | linux | macos
-    cpu: str
     threads: int | str               # a count, or "all" = every core this process may use
     ram_budget_mb: float             # product choice: peak resident memory allowed
     latency_budget_ms: float         # product choice: p90 batch-1 latency allowed
-    accuracy_gate: float             # product choice: max accuracy drop vs fp32, in points
     backends: tuple[str, ...]        # which backends deploy there
     precisions: tuple[str, ...]
-    sources: dict                    # field -> note or URL
+    description: str = ""
+    os: str = "unspecified"          # android | ios | linux | macos | unspecified
+    cpu: str = "unspecified"
+    accuracy_gate: float = 1.0       # product choice: max accuracy drop vs fp32, in points
+    sources: dict = field(default_factory=dict)   # field -> note or URL
     coreml_compute_units: str | None = None   # Apple only
     remote: str | None = None        # where the device is: ssh://USER@HOST[:PORT] or adb://SERIAL
     remote_command: str | None = None  # the board's lkca-edge, when not on its PATH
@@ -63,14 +71,16 @@ class DeviceProfile:
         return d
 
 
-_REQUIRED = ("name", "description", "os", "cpu", "threads", "ram_budget_mb", "latency_budget_ms",
-             "accuracy_gate", "backends", "precisions", "sources")
-_ALLOWED = _REQUIRED + ("coreml_compute_units", "remote", "remote_command")
+_REQUIRED = ("name", "threads", "ram_budget_mb", "latency_budget_ms", "backends", "precisions")
+OPTIONAL_DEFAULTS = {"description": "", "os": "unspecified", "cpu": "unspecified",
+                     "accuracy_gate": 1.0, "sources": {}}
+_ALLOWED = _REQUIRED + tuple(OPTIONAL_DEFAULTS) + ("coreml_compute_units", "remote", "remote_command")
 _NOT_SOURCED = ("name", "description", "sources", "remote", "remote_command")
 
 
-def parse_profile(data, source: str | Path) -> DeviceProfile:
-    """Validate one profile's parsed YAML; every error names ``source`` and the field."""
+def parse_profile(data, source: str | Path, builtin: bool = False) -> DeviceProfile:
+    """Validate one profile's parsed YAML; every error names ``source`` and the field. A
+    built-in profile must also cite a source for every number."""
     source = str(source)
 
     def bad(field_name: str, why: str) -> UserError:
@@ -89,17 +99,22 @@ def parse_profile(data, source: str | Path) -> DeviceProfile:
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise UserError(f"{source}: missing field(s) {', '.join(repr(m) for m in missing)}")
+    data = {**OPTIONAL_DEFAULTS, **data}
 
-    def text(key: str) -> str:
+    def text(key: str, allow_empty: bool = False) -> str:
         v = data[key]
-        if not isinstance(v, str) or not v.strip():
+        if not isinstance(v, str) or not (v.strip() or allow_empty):
             raise bad(key, "must be a non-empty string")
+        if len(v) > 1000:
+            raise bad(key, "is longer than 1,000 characters")
         return v.strip()
 
     def number(key: str, minimum: float, allow_zero: bool = False) -> float:
         v = data[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise bad(key, f"must be a number, got {v!r}")
+            raise bad(key, f"must be a number, got {brief(v)}")
+        if not math.isfinite(v):
+            raise bad(key, f"must be a finite number, got {v!r}")
         if v < minimum or (v == minimum and not allow_zero):
             raise bad(key, f"must be {'at least' if allow_zero else 'above'} {minimum:g}, got {v!r}")
         return float(v)
@@ -110,7 +125,7 @@ def parse_profile(data, source: str | Path) -> DeviceProfile:
             raise bad(key, f"must be a non-empty list drawn from {', '.join(valid)}")
         for x in v:
             if x not in valid:
-                raise bad(key, f"unknown value {x!r} (valid: {', '.join(valid)})")
+                raise bad(key, f"unknown value {brief(x)} (valid: {', '.join(valid)})")
         if len(set(v)) != len(v):
             raise bad(key, "lists a value twice")
         return tuple(v)
@@ -121,14 +136,14 @@ def parse_profile(data, source: str | Path) -> DeviceProfile:
         raise bad("name", f"{name!r} must match the file name ({stem!r})")
     os_name = text("os")
     if os_name not in OS_NAMES:
-        raise bad("os", f"unknown value {os_name!r} (valid: {', '.join(OS_NAMES)})")
+        raise bad("os", f"unknown value {brief(os_name)} (valid: {', '.join(OS_NAMES)})")
 
     threads = data["threads"]
     if threads != "all" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise bad("threads", f"must be a positive integer or \"all\", got {threads!r}")
+        raise bad("threads", f"must be a positive integer or \"all\", got {brief(threads)}")
 
     backends = names("backends", tuple(backend_names()))
-    if "coreml" in backends and os_name not in APPLE_OS:
+    if "coreml" in backends and os_name not in APPLE_OS + ("unspecified",):
         raise bad("backends", f"coreml runs only on Apple devices (os is {os_name!r})")
 
     units = data.get("coreml_compute_units")
@@ -136,20 +151,20 @@ def parse_profile(data, source: str | Path) -> DeviceProfile:
         if "coreml" not in backends:
             raise bad("coreml_compute_units", "only applies when backends include coreml")
         if units not in COMPUTE_UNITS:
-            raise bad("coreml_compute_units", f"unknown value {units!r} (valid: {', '.join(COMPUTE_UNITS)})")
+            raise bad("coreml_compute_units", f"unknown value {brief(units)} (valid: {', '.join(COMPUTE_UNITS)})")
 
     sources = data["sources"]
     if not isinstance(sources, dict):
         raise bad("sources", "must be a mapping of field -> note or URL")
     for key, note in sources.items():
         if key not in _ALLOWED or key in _NOT_SOURCED:
-            raise bad(f"sources.{key}", f"names no sourced field (sourced fields: "
+            raise bad(f"sources.{brief(key, 40)}", f"names no sourced field (sourced fields: "
                                         f"{', '.join(k for k in _ALLOWED if k not in _NOT_SOURCED)})")
         if not isinstance(note, str) or not note.strip():
             raise bad(f"sources.{key}", "must be a non-empty note or URL")
     needed = list(SOURCED) + (["coreml_compute_units"] if units is not None else [])
     unsourced = [k for k in needed if k not in sources]
-    if unsourced:
+    if builtin and unsourced:
         raise bad("sources", f"needs a note or URL for {', '.join(unsourced)}")
 
     remote = data.get("remote")
@@ -172,7 +187,8 @@ def parse_profile(data, source: str | Path) -> DeviceProfile:
         remote_command = remote_command.strip()
 
     return DeviceProfile(
-        name=name, description=text("description"), os=os_name, cpu=text("cpu"), threads=threads,
+        name=name, description=text("description", allow_empty=True), os=os_name, cpu=text("cpu"),
+        threads=threads,
         ram_budget_mb=number("ram_budget_mb", 0), latency_budget_ms=number("latency_budget_ms", 0),
         accuracy_gate=number("accuracy_gate", 0, allow_zero=True), backends=backends,
         precisions=names("precisions", PRECISIONS), sources=dict(sources),
@@ -180,22 +196,12 @@ def parse_profile(data, source: str | Path) -> DeviceProfile:
 
 
 def load_profile_file(path: str | Path, builtin: bool = False) -> DeviceProfile:
-    import yaml
+    """One profile file: a regular file of at most 1 MB, YAML without anchors or aliases."""
+    from lkca_edge.safeio import read_yaml
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read device profile {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise UserError(f"{path}: not valid YAML{at} ({getattr(exc, 'problem', None) or exc})") from None
-    return replace(parse_profile(data, path), path=str(path), builtin=builtin)
+    data = read_yaml(path, "device profile")
+    return replace(parse_profile(data, path, builtin=builtin), path=str(path), builtin=builtin)
 
 
 def profile_dirs(profiles_dir: str | Path | list | tuple | None = None) -> list[Path]:

@@ -15,12 +15,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from lkca_edge.budgets import make_verdict, not_on_device_reason
 from lkca_edge.errors import UserError
+from lkca_edge.fileio import temporary_directory
 from lkca_edge.hostinfo import host_info, usable_cpus
 from lkca_edge.logs import debug_enabled
 from lkca_edge.profiles.schema import MEMORY_FIELDS, LatencyStats, ProfileResult
@@ -153,6 +153,9 @@ def run_measurement(argv: list[str], result_path: Path, what: str, timeout: floa
     log = Path(result_path).with_suffix(".log")
     with open(log, "wb") as out:
         try:
+            # Killed at its timeout; it dies with this process too (it asks for that itself:
+            # LKCA_EDGE_PARENT_PID, see profiles.measure).
+            env = dict(os.environ if env is None else env, LKCA_EDGE_PARENT_PID=str(os.getpid()))
             proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                   timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
@@ -230,7 +233,7 @@ def measure_locally(artifact: Path, manifest, backend, profile, base: dict, *, t
     plan = plan_threads(profile, threads, usable_cpus(), on_device)
     host.update(emulated_threads=plan["emulated"], threads_label=plan["label"],
                 thread_note=plan["note"])
-    with tempfile.TemporaryDirectory(prefix="lkca-profile-") as tmp:
+    with temporary_directory("profile") as tmp:
         work = Path(tmp)
         inputs = save_inputs(manifest, work, timing)
         request = {"artifact": str(artifact.resolve()), "backend": backend.name,

@@ -234,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m lkca_edge.profiles.measure REQUEST.json RESULT.json", file=sys.stderr)
         return 2
     req_path, out_path = argv
+    parent = os.environ.get("LKCA_EDGE_PARENT_PID", "")
+    if parent.isdigit():  # never outlive the profiling command, even a SIGKILLed one
+        from lkca_edge.isolation import die_with_parent
+
+        die_with_parent(int(parent))
     with open(req_path, encoding="utf-8") as fh:
         req = json.load(fh)
     from lkca_edge.errors import UserError, describe_exception

@@ -83,14 +83,13 @@ def check_config(cfg: BenchConfig) -> None:
     for p in cfg.precisions:
         if p not in PRECISIONS:
             raise unknown_name("precision", p, PRECISIONS)
-    if cfg.runs < 1:
-        raise UserError(f"--runs must be at least 1, got {cfg.runs}")
-    if cfg.warmup < 0:
-        raise UserError(f"--warmup must be 0 or more, got {cfg.warmup}")
-    if cfg.op_runs < 0:
-        raise UserError(f"--op-runs must be 0 or more, got {cfg.op_runs}")
-    if cfg.threads is not None and cfg.threads < 1:
-        raise UserError(f"--threads must be at least 1, got {cfg.threads}")
+    from lkca_edge.ranges import check_arg, check_optional
+
+    check_arg("runs", cfg.runs)
+    check_arg("warmup", cfg.warmup)
+    check_arg("op_runs", cfg.op_runs)
+    check_optional("threads", cfg.threads)
+    check_optional("limit", cfg.validation_limit)
     if cfg.checkpoint is not None:
         if len(cfg.models) > 1:
             raise UserError("--checkpoint applies to one model; pass at most one --models NAME with it")

@@ -19,12 +19,15 @@ from lkca_edge.fileio import describe_os_error
 
 
 def read_json(path: Path):
-    """A JSON file's value; None when missing, ``ValueError`` (the class) when unreadable."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    """A JSON file's value; None when missing, ``ValueError`` (the class) when unreadable (not
+    a regular file, too large, too deeply nested, not JSON)."""
+    from lkca_edge.safeio import read_json as read_bounded
+
+    if not path.exists() and not path.is_symlink():
         return None
-    except (OSError, UnicodeDecodeError, ValueError):
+    try:
+        return read_bounded(path, "bench run record")
+    except UserError:
         return ValueError
 
 

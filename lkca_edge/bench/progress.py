@@ -46,15 +46,22 @@ class Progress:
 
     def describe(self, text: str) -> None:
         if self._p is not None:
-            self._p.update(self._task, description=text)
+            from rich.markup import escape
+
+            from lkca_edge.errors import printable
+
+            self._p.update(self._task, description=escape(printable(text)))
 
     def advance(self) -> None:
         if self._p is not None:
             self._p.advance(self._task)
 
     def log(self, text: str) -> None:
+        from lkca_edge.errors import printable
+
         if not self.enabled:
             return
+        text = printable(text)  # cell lines quote errors and names read from files
         if self._p is not None:
             self._p.console.print(text, highlight=False, markup=False)
         else:

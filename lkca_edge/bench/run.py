@@ -60,7 +60,9 @@ def versions() -> dict:
 
 
 def _notice(text: str) -> None:
-    print(f"lkca-edge bench: {text}", file=sys.stderr, flush=True)
+    from lkca_edge.errors import printable
+
+    print(f"lkca-edge bench: {printable(text)}", file=sys.stderr, flush=True)
 
 
 def _lock(out_dir: Path, command: str) -> PidLock:

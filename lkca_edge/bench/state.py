@@ -32,13 +32,30 @@ def _is_temp(path: Path) -> bool:
 
 
 def read_run_state(out_dir: Path) -> dict | None:
-    """``run.json`` of a bench run directory, None when there is none; UserError when unusable."""
-    doc = read_json(out_dir / RUN_FILE)
-    if doc is None:
+    """``run.json`` of a bench run directory, None when there is none; UserError when unusable
+    (not a regular file, too large or deep, not JSON, or fields of the wrong type)."""
+    from lkca_edge.safeio import read_json as read_bounded
+    from lkca_edge.schemas import check_fields, check_value
+
+    path = out_dir / RUN_FILE
+    if not path.exists() and not path.is_symlink():
         return None
-    if doc is ValueError or not isinstance(doc, dict) or doc.get("schema") != RUN_SCHEMA \
+    try:
+        doc = read_bounded(path, "bench run record")
+    except UserError as exc:
+        why = str(exc).replace(f"bench run record {path} ", "")
+        raise UserError(f"{path} is not a bench run record this lkca-edge can read: {why}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != RUN_SCHEMA \
             or not isinstance(doc.get("options"), dict) or not isinstance(doc.get("run"), dict):
-        raise UserError(f"{out_dir / RUN_FILE} is not a bench run record this lkca-edge can read")
+        raise UserError(f"{path} is not a bench run record this lkca-edge can read")
+    check_fields(BenchConfig, doc["options"], path, prefix="options.", required=False)
+    for key, hint in (("id", str), ("out_dir", str | None), ("resumed", list[str] | None)):
+        if key in doc["run"]:
+            check_value(doc["run"][key], hint, path, f"run.{key}")
+    for key, hint in (("elapsed_s", float | None), ("complete", bool | None),
+                      ("recorded", dict | None)):
+        if key in doc:
+            check_value(doc[key], hint, path, key)
     return doc
 
 

@@ -38,6 +38,24 @@ def model_overrides(args) -> dict:
             "num_classes": args.num_classes}
 
 
+def say(text: str = "") -> None:
+    """Print one line of a summary. Summaries quote untrusted strings (file names, labels,
+    manifest and profile fields): control characters (ESC, OSC, newlines) become '?', so
+    nothing read can move the cursor, retitle the terminal or forge a line."""
+    from lkca_edge.errors import printable
+
+    print(printable(text))
+
+
+def rich_text(value):
+    """An untrusted string as a rich ``Text`` cell: printable, and never parsed as markup."""
+    from rich.text import Text
+
+    from lkca_edge.errors import printable
+
+    return Text(printable("" if value is None else value))
+
+
 def print_json(obj) -> None:
     json.dump(obj, sys.stdout, indent=2)
     sys.stdout.write("\n")

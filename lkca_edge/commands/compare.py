@@ -53,7 +53,7 @@ def run(args) -> int:
         if math.isnan(v) or v < 0:
             raise UserError(f"--{name.replace('_', '-')} must be 0 or more, got {v}")
     path = resolve_db_path(args.db)
-    store = ResultsStore(path) if path.exists() else None
+    store = ResultsStore(path, read_only=True) if path.exists() else None
     try:
         a, b = load_run(args.a, store), load_run(args.b, store)
     finally:
@@ -84,10 +84,12 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from lkca_edge.commands.common import rich_text
+
     console = Console()
     if not console.is_terminal:
         console = Console(width=220)
-    table = Table(title=f"{la} ({a['run'].get('time')}) -> {lb} ({b['run'].get('time')})",
+    table = Table(title=rich_text(f"{la} ({a['run'].get('time')}) -> {lb} ({b['run'].get('time')})"),
                   title_justify="left", header_style="bold")
     table.add_column("cell")
     for h in ("median ms", "p90 ms", "peak MB", "size KB", "accuracy %"):
@@ -100,7 +102,8 @@ def run(args) -> int:
             row.append(f"{_fmt(va, kind)} -> {_fmt(vb, kind)}{_delta(va, vb, kind)}"
                        if (va is not None or vb is not None) else "—")
         verdict = "; ".join(c.regressions) if c.regressions else ("; ".join(c.notes) or "ok")
-        table.add_row(*row, verdict, style="red" if c.regressions else None)
+        table.add_row(*(rich_text(x) for x in (*row, verdict)),
+                      style="red" if c.regressions else None)
     console.print(table)
     from lkca_edge.errors import printable
 

@@ -13,6 +13,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from lkca_edge.commands.common import say
+    from lkca_edge.errors import printable
     from lkca_edge.profiles.devices import load_profiles
 
     profiles = load_profiles(args.profiles_dir)
@@ -23,9 +25,10 @@ def run(args) -> int:
         return 0
     user = any(not p.builtin for p in profiles.values())
     header = ["name", "os", "threads", "RAM MB", "p90 ms", "drop pt", "backends", "precisions"]
-    rows = [[p.name, p.os, str(p.threads), f"{p.ram_budget_mb:g}", f"{p.latency_budget_ms:g}",
-             f"{p.accuracy_gate:g}", ",".join(p.backends), ",".join(p.precisions)]
-            + (["built-in" if p.builtin else p.path] if user else []) for p in profiles.values()]
+    rows = [[printable(x) for x in [p.name, p.os, str(p.threads), f"{p.ram_budget_mb:g}",
+                                    f"{p.latency_budget_ms:g}", f"{p.accuracy_gate:g}",
+                                    ",".join(p.backends), ",".join(p.precisions)]
+             + (["built-in" if p.builtin else p.path] if user else [])] for p in profiles.values()]
     if user:
         header.append("from")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
@@ -34,5 +37,5 @@ def run(args) -> int:
     print("\nbudgets are product choices (RAM = peak resident memory, p90 = batch-1 latency, drop = "
           "max top-1 accuracy drop vs fp32); `--json` shows the source of every number")
     for p in profiles.values():
-        print(f"  {p.name}: {p.cpu}" + (f" (at {p.remote})" if p.remote else ""))
+        say(f"  {p.name}: {p.cpu}" + (f" (at {p.remote})" if p.remote else ""))
     return 0

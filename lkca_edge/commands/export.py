@@ -55,6 +55,7 @@ def list_recipes() -> str:
 
 
 def run(args) -> int:
+    from lkca_edge.commands.common import say
     from lkca_edge.errors import UserError
     from lkca_edge.pipelines.export import ExportRequest, export_model
 
@@ -76,17 +77,17 @@ def run(args) -> int:
         ort=args.ort)
     result = export_model(req)
     m = result.manifest
-    print(f"wrote {result.artifact} ({m.size_bytes / 1024:.0f} KB, {m.backend} {m.recipe['name']}, "
+    say(f"wrote {result.artifact} ({m.size_bytes / 1024:.0f} KB, {m.backend} {m.recipe['name']}, "
           f"form {m.form or 'n/a'}, {m.conversion_seconds:.1f} s)")
     if m.validation is None:
-        print("validation: skipped")
+        say("validation: skipped")
     else:
         from lkca_edge.apps.console import validation_lines
 
-        print("\n".join(validation_lines(m.validation)))
-    print(f"input: {m.input_kind} {m.inputs[0]['dtype'] if m.inputs else ''} "
+        say("\n".join(validation_lines(m.validation)))
+    say(f"input: {m.input_kind} {m.inputs[0]['dtype'] if m.inputs else ''} "
           f"{m.inputs[0]['shape'] if m.inputs else ''}")
     for path in sorted(m.files.values()):
-        print(f"beside it: {result.artifact.parent / path}")
-    print(f"manifest: {result.manifest_path}")
+        say(f"beside it: {result.artifact.parent / path}")
+    say(f"manifest: {result.manifest_path}")
     return 0

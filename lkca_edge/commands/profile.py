@@ -70,23 +70,25 @@ def _ok(v) -> str:
 
 
 def print_summary(r) -> None:
+    from lkca_edge.commands.common import say
+
     name = r.artifact.rsplit("/", 1)[-1]
-    print(f"{name}: {r.model} {r.backend} {r.recipe} ({r.precision}), device profile {r.device}")
+    say(f"{name}: {r.model} {r.backend} {r.recipe} ({r.precision}), device profile {r.device}")
     if r.mode == "static":
-        print(f"  {r.note}")
+        say(f"  {r.note}")
     elif r.mode in ("adb", "ssh"):
-        print(f"  {r.verdict.get('measured_on')}, {r.runs} timed runs after {r.warmup} warm-up"
+        say(f"  {r.verdict.get('measured_on')}, {r.runs} timed runs after {r.warmup} warm-up"
               + (f" on {r.details.get('inputs')}" if r.details.get("inputs") else ""))
     else:
-        print(f"  {r.host.get('thread_note')}; cpus {r.details.get('cpus')}; {r.runs} timed runs after "
+        say(f"  {r.host.get('thread_note')}; cpus {r.details.get('cpus')}; {r.runs} timed runs after "
               f"{r.warmup} warm-up on {r.details.get('inputs')}")
     lat = r.latency_ms
     if lat is not None:
-        print(f"  latency ms: median {_ms(lat.median)}  p90 {_ms(lat.p90)}  p99 {_ms(lat.p99)}  "
+        say(f"  latency ms: median {_ms(lat.median)}  p90 {_ms(lat.p90)}  p99 {_ms(lat.p99)}  "
               f"min {_ms(lat.min)}  mean {_ms(lat.mean)}"
               + (f" ± {_ms(lat.std)}" if lat.std is not None else "")
               + (f"  ({r.throughput_ips:.0f} images/s at batch 1)" if r.throughput_ips else ""))
-        print(f"  cold start: load {_ms(r.load_ms)} ms, first inference {_ms(r.first_inference_ms)} ms")
+        say(f"  cold start: load {_ms(r.load_ms)} ms, first inference {_ms(r.first_inference_ms)} ms")
     mem = []
     if r.peak_rss_mb is not None:
         mem.append(f"peak RSS {r.peak_rss_mb:.1f} MB")
@@ -98,33 +100,33 @@ def print_summary(r) -> None:
     if m.get("constant_bytes") is not None:
         mem.append(f"constants {m['constant_bytes'] / 1024:.0f} KB")
     if mem:
-        print(f"  memory: {', '.join(mem)}")
+        say(f"  memory: {', '.join(mem)}")
     if m.get("device_memory_mb") is not None and m.get("device_memory_mb") != r.peak_rss_mb:
-        print(f"  memory held against the budget: {m['device_memory_mb']:.1f} MB ({m.get('basis')})")
+        say(f"  memory held against the budget: {m['device_memory_mb']:.1f} MB ({m.get('basis')})")
     size = f"  size: {r.size_bytes / 1024:.0f} KB on disk"
     if r.param_bytes is not None:
         size += f", weights ~{r.param_bytes / 1024:.0f} KB ({r.params:,} params)"
     if r.macs:
         size += f", {r.macs / 1e6:.1f} MMACs"
-    print(size)
+    say(size)
     if r.ops:
         top = r.ops[:5]
         if top[0].get("ms") is not None:
-            print("  top ops: " + ", ".join(
+            say("  top ops: " + ", ".join(
                 f"{o['op']} {o['ms']:.3f} ms x{o.get('count')}" + (" [delegated]" if o.get("delegated") else "")
                 for o in top))
         else:
-            print("  op counts: " + ", ".join(f"{o['op']} x{o.get('count')}" for o in r.ops[:8]))
+            say("  op counts: " + ", ".join(f"{o['op']} x{o.get('count')}" for o in r.ops[:8]))
     elif r.mode == "measured" and r.details.get("op_runs"):
-        print(f"  ops: the {r.backend} runner reports no per-operator times")
+        say(f"  ops: the {r.backend} runner reports no per-operator times")
     v = r.verdict
     b = v.get("budgets", {})
-    print(f"  verdict for {r.device}: memory {_ok(v.get('memory_ok'))} (budget {b.get('ram_mb'):g} MB), "
+    say(f"  verdict for {r.device}: memory {_ok(v.get('memory_ok'))} (budget {b.get('ram_mb'):g} MB), "
           f"latency {_ok(v.get('latency_ok'))} ({b.get('latency_stat')} vs {b.get('latency_ms'):g} ms), "
           f"accuracy {_ok(v.get('accuracy_ok'))} (drop "
           f"{'n/a' if v.get('accuracy_drop_pts') is None else format(v['accuracy_drop_pts'], '.2f')} "
           f"vs {b.get('accuracy_drop_pts'):g} pt)")
-    print(f"  {v.get('note')}")
+    say(f"  {v.get('note')}")
     notes = [n for n in r.details.get("notes", []) if n != r.host.get("thread_note")]
     if notes and r.mode != "static":
-        print(f"  note: {'; '.join(notes)}")
+        say(f"  note: {'; '.join(notes)}")

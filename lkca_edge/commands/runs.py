@@ -13,6 +13,14 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list")
 
 
+def notice(text: str) -> None:
+    import sys
+
+    from lkca_edge.errors import printable
+
+    print(f"lkca-edge runs: {printable(text, 500)}", file=sys.stderr)
+
+
 def run(args) -> int:
     from lkca_edge.errors import UserError
     from lkca_edge.results import ResultsStore, resolve_db_path
@@ -26,7 +34,7 @@ def run(args) -> int:
         else:
             print(f"no runs recorded yet ({path} does not exist); `lkca-edge bench` records one")
         return 0
-    with ResultsStore(path) as store:
+    with ResultsStore(path, read_only=True, warn=notice) as store:
         rows = store.list_runs(args.limit or None)
     if args.json:
         from lkca_edge.commands.common import print_json
@@ -39,16 +47,19 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from lkca_edge.commands.common import rich_text
+
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)
-    table = Table(title=f"bench runs in {path}", title_justify="left", header_style="bold")
+    table = Table(title=rich_text(f"bench runs in {path}"), title_justify="left", header_style="bold")
     for h, j in (("id", "right"), ("time", "left"), ("models", "left"), ("device", "left"),
                  ("host", "left"), ("ok", "right"), ("failed", "right"), ("run directory", "left")):
         table.add_column(h, justify=j)
     for r in rows:
         models = ", ".join(r.models) + (f" [{r.label}]" if r.label else "")
-        table.add_row(str(r.id), r.created, models, r.device, r.host, str(r.n_ok), str(r.n_failed),
-                      r.out_dir, style="red" if r.n_ok == 0 else None)
+        table.add_row(*(rich_text(x) for x in (str(r.id), r.created, models, r.device, r.host,
+                                               str(r.n_ok), str(r.n_failed), r.out_dir)),
+                      style="red" if r.n_ok == 0 else None)
     console.print(table)
     return 0

@@ -39,6 +39,7 @@ def run(args) -> int:
         get_spec(args.model)
     if args.form:
         check_form(args.form)
+    from lkca_edge.commands.common import say
     from lkca_edge.pipelines.train import TrainConfig, train_command
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -48,9 +49,9 @@ def run(args) -> int:
                             pretrained=args.pretrained, form=args.form, **model_overrides(args))
     m = outcome.metrics
     for note in outcome.notes:
-        print(f"note: {note}")
-    print(f"{m['model']} on {m['dataset']} (from {m['start']}): test accuracy "
+        say(f"note: {note}")
+    say(f"{m['model']} on {m['dataset']} (from {m['start']}): test accuracy "
           f"{m['test_accuracy']:.2%}, best val {m['best_val_accuracy']:.2%}, "
           f"{m['wall_seconds']:.0f} s")
-    print(f"checkpoint: {m['checkpoint']}")
+    say(f"checkpoint: {m['checkpoint']}")
     return 0

@@ -26,7 +26,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from lkca_edge.commands.common import print_json
+    from lkca_edge.commands.common import print_json, say
     from lkca_edge.pipelines.validate import validate_artifact
 
     result = validate_artifact(args.artifact, dataset=args.dataset, limit=args.limit,
@@ -37,5 +37,6 @@ def run(args) -> int:
     else:
         from lkca_edge.apps.console import validation_lines
 
-        print("\n".join(validation_lines(result.to_dict())))
+        for line in validation_lines(result.to_dict()):
+            say(line)
     return 0 if result.passed is not False else 3

@@ -14,16 +14,18 @@ from lkca_edge.manifest import read_manifest, verify_artifact
 def open_artifact(path: str | Path, verify: bool = True):
     """(artifact path, manifest, backend) of an exported artifact, checked in one order for
     every command: it exists -> its manifest reads -> the manifest's backend is known -> the file
-    looks like that backend's artifact -> (``verify``) its bytes match the manifest's sha256.
-    Each failure is one UserError line."""
+    looks like that backend's artifact -> the files its runtime would open are listed (a symlink
+    or a path leaving the artifact is refused, even with ``verify`` off) -> (``verify``) the
+    bytes of exactly those files match the manifest's sha256. Each failure is one UserError line."""
     artifact = Path(path)
     if not artifact.exists():
         raise UserError(f"artifact not found: {artifact}")
     manifest = read_manifest(artifact)
     backend = get_backend(manifest.backend)
     backend.check_artifact_file(artifact)
+    files = backend.artifact_files(artifact)
     if verify:
-        verify_artifact(artifact, manifest)
+        verify_artifact(artifact, manifest, files)
     return artifact, manifest, backend
 
 

@@ -11,14 +11,15 @@ whose weights are not finite, or that is at chance on the data, fails before any
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lkca_edge.errors import GateFailed, UserError
-from lkca_edge.fileio import atomic_path, ensure_dir, write_bytes
+from lkca_edge.fileio import atomic_path, ensure_dir, private_tempdir, write_bytes
 from lkca_edge.forms import check_form, default_export_form
-from lkca_edge.manifest import SCHEMA, Manifest, now_iso, sha256_of, size_of
+from lkca_edge.manifest import SCHEMA, Manifest, now_iso, size_of
 from lkca_edge.versions import CORE_PACKAGES, tool_versions
 
 UNTRAINED_DATA = "digits"  # what an untrained zoo config (a latency study) is calibrated on
@@ -66,6 +67,23 @@ def choose_form(model, backend: str, precision: str, forced: str | None) -> str 
     return check_form(forced) if forced else default_export_form(backend, precision)
 
 
+def replaceable(artifact: Path) -> None:
+    """Export replaces only its own earlier artifact (one whose manifest beside it names it);
+    anything else at that path, a user's file or directory, is refused and left alone."""
+    from lkca_edge.manifest import read_manifest
+
+    if not artifact.exists() and not artifact.is_symlink():
+        return
+    try:
+        own = not artifact.is_symlink() and read_manifest(artifact).artifact == artifact.name
+    except UserError:
+        own = False
+    if not own:
+        raise UserError(f"{artifact} already exists and is not an artifact made by `lkca-edge "
+                        f"export` (no manifest beside it names it); it is left alone: move it "
+                        f"or choose another --out")
+
+
 def model_label(model) -> str:
     return getattr(model, "zoo_name", None) or type(model).__name__
 
@@ -108,8 +126,14 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
 
     A ``model`` passed in is copied first: the caller's model is never changed (its form, its
     weights), so one model can feed many exports. ``dataset`` (already matched to the model's
-    labels) skips loading the data.
+    labels) skips loading the data. Every temporary file (the converters' too) lives in a
+    directory of this process's own, removed however the export ends.
     """
+    with private_tempdir():
+        return _export(req, model, dataset)
+
+
+def _export(req: ExportRequest, model=None, dataset=None) -> ExportResult:
     from lkca_edge.converters import get_backend
     from lkca_edge.zoo import get_spec
 
@@ -120,10 +144,13 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
     input_kind = backend.input_kind(req.input)
     extension = artifact_extension(backend, req)
     backend.require_available()
-    if req.calibration_size < 1:
-        raise UserError("--calibration-size must be at least 1")
-    if req.validation_limit is not None and req.validation_limit < 1:
-        raise UserError(f"--limit must be at least 1, got {req.validation_limit}")
+    from lkca_edge.hostinfo import cap_threads
+    from lkca_edge.ranges import check_arg, check_optional
+
+    check_arg("calibration_size", req.calibration_size)
+    check_optional("limit", req.validation_limit)
+    threads = cap_threads(check_arg("threads", req.threads))
+    req = dataclasses.replace(req, threads=threads)
     out_dir = ensure_dir(req.out)
 
     from lkca_edge.builder import build_model_from
@@ -146,8 +173,12 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
     # what the artifact takes: the float arrays, or the uint8 pixels they came from
     calibration = model.preprocessing.as_input(data.calibration(req.calibration_size), input_kind)
     example = calibration[:1]
+
+    if req.name is not None and (not req.name or Path(req.name).name != req.name):
+        raise UserError(f"the artifact name must be a plain file name, got {req.name!r}")
     stem = req.name or f"{model_label(model)}_{backend.name}_{recipe.name}"
     artifact = Path(out_dir) / f"{stem}{extension}"
+    replaceable(artifact)  # before the conversion: refuse fast
     return _convert_validate_write(req, model, backend, recipe, form, data, calibration, example,
                                    artifact, app)
 
@@ -171,7 +202,7 @@ def _convert_validate_write(req, model, backend, recipe, form, data, calibration
     # form "fused": the compact fused network; an image input puts the normalization in front
     graph_model = backend.graph_for(graph_model, app)
     trained = bool(getattr(model, "trained", True))
-    with atomic_path(artifact) as tmp:
+    with atomic_path(artifact, replace=replaceable) as tmp:
         t0 = time.perf_counter()
         with quiet():
             conversion = backend.convert(graph_model, example, recipe, calibration, tmp, app=app)
@@ -188,7 +219,8 @@ def _convert_validate_write(req, model, backend, recipe, form, data, calibration
             pack_entry = _write_pack(pack_path(artifact), pack)
         record = data.record.to_dict() if data.record is not None else None
         manifest = Manifest(
-            schema=SCHEMA, artifact=artifact.name, sha256=sha256_of(tmp), size_bytes=size_of(tmp),
+            schema=SCHEMA, artifact=artifact.name, sha256=backend.digest(tmp),
+            size_bytes=size_of(tmp, backend.artifact_files(tmp)),
             backend=backend.name, recipe=recipe.to_dict(), precision=recipe.precision,
             model=model_label(model),
             config=asdict(model.config) if hasattr(model, "config") else {},

@@ -27,15 +27,16 @@ def _base_result(manifest, artifact: Path, device, threads: int, runs: int, warm
                                                      "export_tool_versions": {k: v for k, v in (manifest.tool_versions or {}).items() if v}})
 
 
-def _check_args(runs: int, warmup: int, threads: int | None, op_runs: int) -> None:
-    if runs < 1:
-        raise UserError(f"--runs must be at least 1, got {runs}")
-    if warmup < 0:
-        raise UserError(f"--warmup must be 0 or more, got {warmup}")
-    if threads is not None and threads < 1:
-        raise UserError(f"--threads must be at least 1, got {threads}")
-    if op_runs < 0:
-        raise UserError(f"--op-runs must be 0 or more, got {op_runs}")
+def _check_args(runs: int, warmup: int, threads: int | None, op_runs: int,
+                timeout: float | None, images: int) -> None:
+    from lkca_edge.ranges import check_arg, check_optional
+
+    check_arg("runs", runs)
+    check_arg("warmup", warmup)
+    check_optional("threads", threads)
+    check_arg("op_runs", op_runs)
+    check_optional("timeout", timeout)
+    check_arg("images", images)
 
 
 def profile_artifact(path, device: str = "host", threads: int | None = None, runs: int = 100,
@@ -54,14 +55,14 @@ def profile_artifact(path, device: str = "host", threads: int | None = None, run
     from lkca_edge.profiles.devices import get_profile
     from lkca_edge.profiles.remote import AdbTarget, SshTarget, parse_remote
 
-    _check_args(runs, warmup, threads, op_runs)
+    _check_args(runs, warmup, threads, op_runs, timeout, images)
     target = parse_remote(remote) if remote is not None else None
     artifact, manifest, backend = open_artifact(path, verify)
     profile = get_profile(device, profiles_dir)
     if remote is None and profile.remote:
         target = parse_remote(profile.remote)
         remote_command = remote_command or profile.remote_command
-    size = size_of(artifact)
+    size = size_of(artifact, backend.artifact_files(artifact))  # external data counts too
 
     if isinstance(target, AdbTarget):
         adb, serial = True, serial or target.serial

@@ -87,8 +87,11 @@ def validate_artifact(artifact, dataset: str | None = None, limit: int | None = 
     from lkca_edge.preprocessing import Preprocessing
     from lkca_edge.profiles.remote import AdbTarget, SshTarget, parse_remote
 
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be at least 1, got {limit}")
+    from lkca_edge.hostinfo import cap_threads
+    from lkca_edge.ranges import check_arg, check_optional
+
+    check_optional("limit", limit)
+    check_arg("threads", threads)
     target = parse_remote(remote)
     if isinstance(target, AdbTarget):
         raise UserError("validate --remote takes ssh:// boards: adb runners (benchmark_model, "
@@ -108,6 +111,7 @@ def validate_artifact(artifact, dataset: str | None = None, limit: int | None = 
         return validate_over_ssh(target, artifact, command=remote_command, options=ssh_options,
                                  limit=limit, threads=threads, verify=verify)
     gate_for(manifest.precision, manifest.trained)  # an unknown precision is refused first
+    threads = cap_threads(threads)  # this host's cores (a board caps its own)
     prep = Preprocessing.from_dict(manifest.preprocessing)
     x, y, ref, spec, labels_note, where = validation_inputs(artifact, manifest, prep, dataset, limit)
     common = dict(trained=manifest.trained, data=spec, labels_note=labels_note)

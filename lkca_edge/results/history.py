@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from lkca_edge.errors import UserError
+from lkca_edge.errors import UserError, printable
 from lkca_edge.results.schema import check_results, metric, read_results
 
 DB_ENV = "LKCA_EDGE_DB"
@@ -92,26 +93,104 @@ class RunRow:
         return dict(self.__dict__)
 
 
-class ResultsStore:
-    """The SQLite run history: ``record_run(results)``, ``list_runs()``, ``get_run(ref)``."""
+MAX_RUN_ID = 2**63 - 1  # SQLite's INTEGER
 
-    def __init__(self, path: str | Path | None = None):
+
+def _run_row(r) -> RunRow:
+    """A ``runs`` row as a RunRow; ValueError naming the field that does not parse."""
+    def text(key: str, optional: bool = True) -> str:
+        v = r[key]
+        if v is None and optional:
+            return ""
+        if not isinstance(v, str):
+            raise ValueError(f"field {key!r} is not text")
+        return v
+
+    for key in ("id", "n_ok", "n_failed"):
+        if not isinstance(r[key], int):
+            raise ValueError(f"field {key!r} is not an integer")
+    try:
+        models = json.loads(r["models"] or "[]")
+    except (TypeError, ValueError, RecursionError):
+        raise ValueError("field 'models' is not a JSON list") from None
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise ValueError("field 'models' is not a list of names")
+    label = r["label"]
+    if label is not None and not isinstance(label, str):
+        raise ValueError("field 'label' is not text")
+    return RunRow(id=r["id"], uid=text("uid", False), created=text("created", False),
+                  host=text("host"), device=text("device"), models=models,
+                  command=text("command"), out_dir=text("out_dir"), n_ok=r["n_ok"],
+                  n_failed=r["n_failed"], label=label)
+
+
+class ResultsStore:
+    """The SQLite run history: ``record_run(results)``, ``list_runs()``, ``get_run(ref)``.
+
+    ``read_only=True`` (``runs``, ``compare``) opens the database without writing to it, so a
+    history on a read-only file or directory can still be listed; rows that do not parse are
+    skipped with a notice (``warn``), never a traceback."""
+
+    def __init__(self, path: str | Path | None = None, read_only: bool = False, warn=None):
+        import stat
+
         self.path = resolve_db_path(path)
+        self.read_only = read_only
+        self.warn = warn or (lambda text: None)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create the run history directory {self.path.parent}: "
-                            f"{exc.strerror or exc} (choose another with --db or {DB_ENV})") from None
+            st = os.stat(self.path)
+        except OSError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            from lkca_edge.safeio import not_regular
+
+            raise not_regular("run history", self.path, st.st_mode)
+        if not read_only:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot create the run history directory {self.path.parent}: "
+                                f"{exc.strerror or exc} (choose another with --db or {DB_ENV})") from None
         try:
-            self._con = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+            self._con = self._connect()
             self._con.row_factory = sqlite3.Row
             self._con.execute("PRAGMA busy_timeout = 30000")
-            self._con.execute("PRAGMA journal_mode = WAL")
-            self._con.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            if read_only:
+                self._check_readable()
+            else:
+                self._con.execute("PRAGMA journal_mode = WAL")
+                self._con.execute("PRAGMA foreign_keys = ON")
+                self._migrate()
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{self.path} is not a usable lkca-edge run history ({exc}); "
                             f"pass another with --db or {DB_ENV}") from None
+
+    def _connect(self):
+        if not self.read_only:
+            return sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+        from urllib.parse import quote
+
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        con = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return con
+        except sqlite3.OperationalError:
+            # A WAL database in a directory we cannot write (no -shm file can be made): read it
+            # as an unchanging file.
+            con.close()
+            return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30.0,
+                                   isolation_level=None)
+
+    def _check_readable(self) -> None:
+        version = self._con.execute("PRAGMA user_version").fetchone()[0]
+        if version > DB_SCHEMA_VERSION:
+            raise UserError(f"{self.path} was written by a newer lkca-edge (history schema "
+                            f"{version} > {DB_SCHEMA_VERSION}); upgrade lkca-edge or use another --db")
+        tables = {r[0] for r in self._con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if version < DB_SCHEMA_VERSION or "runs" not in tables:
+            raise UserError(f"{self.path} is not a usable lkca-edge run history (no runs table); "
+                            f"pass another with --db or {DB_ENV}")
 
     def close(self) -> None:
         self._con.close()
@@ -190,30 +269,37 @@ class ResultsStore:
 
     # -- reading ------------------------------------------------------------------------------------
     def list_runs(self, limit: int | None = None) -> list[RunRow]:
+        """The newest runs first; a row that does not parse is skipped with a notice."""
         sql = ("SELECT id, uid, created, host, device, models, command, out_dir, n_ok, n_failed, "
                "label FROM runs ORDER BY id DESC")
         rows = self._con.execute(sql + (" LIMIT ?" if limit else ""),
                                  (limit,) if limit else ()).fetchall()
-        return [RunRow(id=r["id"], uid=r["uid"], created=r["created"], host=r["host"] or "",
-                       device=r["device"] or "", models=json.loads(r["models"] or "[]"),
-                       command=r["command"] or "", out_dir=r["out_dir"] or "", n_ok=r["n_ok"],
-                       n_failed=r["n_failed"], label=r["label"]) for r in rows]
+        out = []
+        for r in rows:
+            try:
+                out.append(_run_row(r))
+            except ValueError as exc:
+                self.warn(f"skipping run {r['id']!r} in {self.path}: {exc}")
+        return out
 
     def _resolve(self, ref) -> int:
         """A run id, 'latest' / 'last', 'previous', or -N (N-th latest)."""
         text = str(ref).strip().lower()
-        if text in ("latest", "last", "previous", "prev") or (text.startswith("-") and text[1:].isdigit()):
+        if text in ("latest", "last", "previous", "prev") or re.fullmatch(r"-[0-9]{1,18}", text):
             back = {"latest": 0, "last": 0, "previous": 1, "prev": 1}.get(text)
             back = int(text[1:]) - 1 if back is None else back
+            if back < 0:
+                raise UserError(f"bad run reference {ref!r}: -N counts from -1 (the latest run)")
             row = self._con.execute("SELECT id FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?",
-                                    (max(back, 0),)).fetchone()
+                                    (back,)).fetchone()
             if row is None:
                 raise UserError(f"the run history {self.path} has no run {ref!r} "
                                 f"(see `lkca-edge runs`)")
             return int(row[0])
-        if not text.isdigit():
-            raise UserError(f"bad run reference {ref!r}: give a run id from `lkca-edge runs`, "
-                            f"'latest', 'previous', or a results.json / run directory")
+        if not re.fullmatch(r"[0-9]{1,19}", text) or not 1 <= int(text) <= MAX_RUN_ID:
+            raise UserError(f"bad run reference {printable(str(ref), 40)!r}: give a run id from "
+                            f"`lkca-edge runs` (1 to {MAX_RUN_ID}), 'latest', 'previous', -N, or "
+                            f"a results.json / run directory")
         row = self._con.execute("SELECT id FROM runs WHERE id = ?", (int(text),)).fetchone()
         if row is None:
             raise UserError(f"no run {text} in {self.path} (see `lkca-edge runs`)")
@@ -221,9 +307,14 @@ class ResultsStore:
 
     def get_run(self, ref) -> dict:
         """The results object of a recorded run (``run.db_id`` says which)."""
+        from lkca_edge.safeio import parse_json
+
         run_id = self._resolve(ref)
         text = self._con.execute("SELECT results FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
-        results = check_results(json.loads(text), f"run {run_id}")
+        where = f"run {run_id} in {self.path}"
+        if not isinstance(text, (str, bytes)):
+            raise UserError(f"{where}: its results are not stored as text (the row is corrupt)")
+        results = check_results(parse_json(text, "results of", where), where)
         results["run"]["db_id"] = run_id
         return results
 

@@ -34,7 +34,6 @@ latency/memory verdicts (``profile.verdict.not_on_device`` says where it was mea
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -86,8 +85,27 @@ def ok_cells(results: dict) -> list[dict]:
 
 
 # -- results files ---------------------------------------------------------------------------------
+# The types of what a results file's readers use (compare, the report, the history).
+_OPT_TEXT = str | None
+CELL_FIELDS = {"model": str, "backend": str, "precision": str, "status": str, "recipe": _OPT_TEXT,
+               "form": _OPT_TEXT, "failed_step": _OPT_TEXT, "error": _OPT_TEXT, "mode": _OPT_TEXT,
+               "note": _OPT_TEXT, "artifact": _OPT_TEXT, "metrics": dict | None,
+               "validation": dict | None, "profile": dict | None, "delegation": dict | None,
+               "manifest": dict | None}
+RUN_FIELDS = {"id": _OPT_TEXT, "time": _OPT_TEXT, "finished": _OPT_TEXT, "device": _OPT_TEXT,
+              "command_line": _OPT_TEXT, "out_dir": _OPT_TEXT, "complete": bool | None,
+              "models": list[str] | None, "backends": list[str] | None,
+              "precisions": list[str] | None, "argv": list[str] | None,
+              "device_profiles": dict | None, "device_profile": dict | None,
+              "host": dict | str | None, "versions": dict | None, "weights": dict | None,
+              "db_id": int | None}
+
+
 def check_results(results, source: str = "results") -> dict:
-    """Refuse anything that is not a results object of a known schema version."""
+    """Refuse anything that is not a results object of a known schema version, or whose run or
+    cells have fields of the wrong type (one line naming the source and the field)."""
+    from lkca_edge.schemas import check_value
+
     if not isinstance(results, dict):
         raise UserError(f"{source}: not a JSON object")
     if results.get("schema") != SCHEMA:
@@ -95,24 +113,31 @@ def check_results(results, source: str = "results") -> dict:
                         f"(expected {SCHEMA})")
     if not isinstance(results.get("run"), dict) or not isinstance(results.get("cells"), list):
         raise UserError(f"{source}: a results object needs 'run' (object) and 'cells' (list)")
+    for key, hint in RUN_FIELDS.items():
+        if key in results["run"]:
+            check_value(results["run"][key], hint, source, f"run.{key}")
     for i, c in enumerate(results["cells"]):
         if not isinstance(c, dict) or not all(isinstance(c.get(k), str) for k in
                                               ("model", "backend", "precision", "status")):
             raise UserError(f"{source}: cell {i} needs model, backend, precision and status")
+        for key, hint in CELL_FIELDS.items():
+            if key in c:
+                check_value(c[key], hint, source, f"cells[{i}].{key}")
+        if isinstance(c.get("profile"), dict) and "latency_ms" in c["profile"]:
+            check_value(c["profile"]["latency_ms"], dict[str, float | None] | None, source,
+                        f"cells[{i}].profile.latency_ms")
     return results
 
 
 def read_results(path: str | Path) -> dict:
+    from lkca_edge.safeio import read_json
+
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"no results file at {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
-    return check_results(data, str(path))
+    if not path.exists() and not path.is_symlink():
+        raise UserError(f"no results file at {path}")
+    return check_results(read_json(path, "results file"), str(path))
 
 
 def csv_rows(results: dict) -> list[dict]:
