@@ -61,6 +61,19 @@ class Runner:
         """[{'op': name, 'ms': mean time, 'count': n, 'delegated': bool|None}, ...] or []."""
         return []
 
+    # Intermediate values (per-layer comparison): the artifact's own graph, and a run of the
+    # artifact with chosen graph tensors as extra outputs. ``tap_method`` says how ("" = cannot).
+    tap_method: str = ""
+
+    def tensor_graph(self):
+        """The artifact's dataflow graph as a ``converters._graph.TensorGraph``."""
+        raise UserError(f"the {self.backend} runner exposes no graph")
+
+    def run_with_taps(self, images: np.ndarray, values: list[str]):
+        """(logits (N, classes), {value id: (N, elements) float32}) for (N, C, H, W) images, one
+        batch-1 run each, with the graph tensors ``values`` exposed as extra outputs."""
+        raise UserError(f"the {self.backend} runner exposes no intermediate tensors")
+
 
 @dataclass
 class ConversionResult:

@@ -52,6 +52,55 @@ class OrtRunner(Runner):
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
 
+    # -- intermediate values -----------------------------------------------------------------------
+    tap_method = ("ONNX Runtime on the artifact with the layers' tensors added as extra graph "
+                  "outputs (in memory; the file is not changed)")
+
+    def _proto(self):
+        if getattr(self, "_model_proto", None) is None:
+            import onnx
+
+            self._model_proto = onnx.load(str(self._path))
+        return self._model_proto
+
+    def tensor_graph(self):
+        """The ONNX graph as a ``TensorGraph`` (node order is the exporter's topological order)."""
+        return onnx_tensor_graph(self._proto())
+
+    def run_with_taps(self, images: np.ndarray, values: list[str]):
+        """Logits and the float32 values of graph tensors ``values`` for every image (batch 1),
+        from a session of the artifact with those tensors as extra outputs."""
+        import onnx
+        import onnxruntime as ort
+
+        model = onnx.ModelProto()
+        model.CopyFrom(self._proto())
+        present = {o.name for o in model.graph.output}
+        quant = _tensor_quantization(model)
+        for v in values:
+            if v not in present:
+                model.graph.output.append(onnx.ValueInfoProto(name=v))
+                present.add(v)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self._threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            session = ort.InferenceSession(model.SerializeToString(), opts,
+                                           providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise UserError(f"{self._path}: ONNX Runtime refuses the graph with its intermediate "
+                            f"tensors as outputs ({first_line(exc)})") from None
+        names = [o.name for o in session.get_outputs()]
+        logits, taps = [], {v: [] for v in values}
+        for i in range(len(images)):
+            out = dict(zip(names, session.run(None, {self.input_name: np.ascontiguousarray(
+                images[i:i + 1], np.float32)})))
+            logits.append(out[names[0]])
+            for v in values:
+                taps[v].append(_dequantized(out[v], quant.get(v), v).reshape(1, -1))
+        return np.concatenate(logits), {v: np.concatenate(a) for v, a in taps.items()}
+
     def operator_profile(self, x: np.ndarray, runs: int = 10) -> list[dict]:
         """Per-operator mean time from ORT's own profiler."""
         import json
@@ -78,6 +127,73 @@ class OrtRunner(Runner):
         return sorted(({"op": op, "ms": sum(t) / runs, "count": len(t) // max(1, runs),
                         "delegated": None} for op, t in totals.items()),
                       key=lambda r: -r["ms"])
+
+
+# -- the graph, for per-layer comparison ------------------------------------------------------------
+# Data operands of the quantized ops (the others are scales and zero points).
+_DATA_INPUTS = {"QLinearAdd": (0, 3), "QLinearMul": (0, 3), "QLinearMatMul": (0, 3),
+                "QGemm": (0, 3), "QuantizeLinear": (0,), "DequantizeLinear": (0,),
+                "DynamicQuantizeLinear": (0,), "MatMulInteger": (0, 1)}
+# (scale input, zero-point input) of ops whose output is quantized.
+_OUTPUT_QUANT = {"QuantizeLinear": (1, 2), "QLinearAdd": (6, 7), "QLinearMul": (6, 7),
+                 "QLinearMatMul": (6, 7), "QGemm": (7, 8), "QLinearSigmoid": (3, 4),
+                 "QLinearLeakyRelu": (3, 4), "QLinearGlobalAveragePool": (3, 4)}
+
+
+def onnx_tensor_graph(model):
+    """A ``TensorGraph`` of an ONNX model: nodes in file order (topological), data operands only,
+    element counts from ONNX shape inference where it knows them."""
+    import onnx
+
+    from lkca_edge.converters._graph import GraphOp, TensorGraph
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - a graph inference cannot type: no element counts
+        inferred = model
+    numel = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            numel[vi.name] = int(np.prod([d.dim_value for d in dims]))
+    initializers = {i.name for i in model.graph.initializer}
+    ops = []
+    for node in model.graph.node:
+        picked = _DATA_INPUTS.get(node.op_type)
+        inputs = [node.input[k] for k in picked if k < len(node.input)] if picked else list(node.input)
+        inputs = tuple(v for v in inputs if v and v not in initializers)
+        ops.append(GraphOp(type=node.op_type, inputs=inputs,
+                           outputs=tuple(v for v in node.output if v), name=node.name,
+                           is_add=node.op_type in ("Add", "QLinearAdd")))
+    inputs = tuple(i.name for i in model.graph.input if i.name not in initializers)
+    return TensorGraph(ops=ops, inputs=inputs, outputs=tuple(o.name for o in model.graph.output),
+                       numel=numel)
+
+
+def _tensor_quantization(model) -> dict[str, tuple[float, int]]:
+    """(scale, zero point) of every quantized tensor whose quantization is stored as constants."""
+    from onnx import numpy_helper
+
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        where = _OUTPUT_QUANT.get(node.op_type)
+        if where and max(where) < len(node.input) and node.output:
+            scale, zero = consts.get(node.input[where[0]]), consts.get(node.input[where[1]])
+            if scale is not None and scale.size == 1:
+                out[node.output[0]] = (float(scale.reshape(-1)[0]),
+                                       int(zero.reshape(-1)[0]) if zero is not None else 0)
+    return out
+
+
+def _dequantized(value: np.ndarray, quant, name: str) -> np.ndarray:
+    value = np.asarray(value)
+    if np.issubdtype(value.dtype, np.floating):
+        return value.astype(np.float32, copy=False)
+    if quant is None:
+        raise UserError(f"graph tensor {name} is {value.dtype} with no stored scale: cannot read it "
+                        f"as real values")
+    return ((value.astype(np.float32) - quant[1]) * quant[0]).astype(np.float32)
 
 
 @register_backend
