@@ -7,7 +7,9 @@ the same way on every backend: a transformer's residual stream is a chain of add
 ``x + f(x)``, the only additions where one operand is an ancestor of the other. In execution order
 the 2 x depth residual additions are ``blocks.{i}`` after its mixer (branch ``blocks.{i}.mixer``)
 and after its MLP (branch ``blocks.{i}.mlp``, sum ``blocks.{i}``); the stream they start from is
-``patch_embed`` plus the positions; the graph output is ``head``. No op or tensor names are used:
+``patch_embed`` (compared after the positions are added: converters fold the embedding's bias into
+the position constant, so the bare embedding is not a tensor of every artifact); the graph output
+is ``head``. No op or tensor names are used:
 converters rename and fuse them (litert-torch, ORT quantization and XNNPACK all do), the
 structure survives. Pure Python: it runs in measuring children without torch.
 """
@@ -110,8 +112,9 @@ def locate_layers(graph: TensorGraph, depth: int, tokens: int, dim: int) -> Laye
 
     values: dict[str, str] = {}
     missing: dict[str, str] = {}
-    # patch_embed: walk back from the stream entering block 0 to the add of the positions.
     start = residual[0][1]
+    values["patch_embed"] = start  # the embedding with the positions added
+    # the ops of patch_embed: back from the stream entering block 0 to the add of the positions
     embed, embed_op, v = None, None, start
     for _ in range(16):
         i = producer.get(v)
@@ -126,10 +129,6 @@ def locate_layers(graph: TensorGraph, depth: int, tokens: int, dim: int) -> Laye
         if nxt is None:
             break
         v = nxt
-    if embed is not None:
-        values["patch_embed"] = embed
-    else:
-        missing["patch_embed"] = "no position add found before block 0"
     for b in range(depth):
         _, _, mixer_branch, middle = residual[2 * b]
         _, _, mlp_branch, out = residual[2 * b + 1]

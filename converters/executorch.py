@@ -92,6 +92,41 @@ class ExecuTorchRunner(Runner):
             self._planned = _read_program(self._path)["plans"][METHOD]["planned_memory_bytes"]
         return self._planned
 
+    # -- intermediate values -----------------------------------------------------------------------
+    tap_method = ("the ExecuTorch runtime with its XNNPACK delegate on a copy of the .pte whose "
+                  "delegate hands the layers' values out as extra outputs (converters/_pte_taps.py)")
+
+    def tensor_graph(self):
+        """The forward plan's graph: XNNPACK nodes inside each delegate, kernel calls outside."""
+        from lkca_edge.converters._pte_taps import read_pte_graph
+
+        return read_pte_graph(self._path, METHOD).tensor_graph
+
+    def run_with_taps(self, images: np.ndarray, values: list[str]):
+        """Logits and the dequantized float32 values of ``values`` (those the delegate computes;
+        values of portable kernels are left out) for every image."""
+        import torch
+        from executorch.runtime import Runtime
+
+        from lkca_edge.converters._pte_taps import read_pte_graph, tapped_program
+
+        content, taps, _missing = tapped_program(read_pte_graph(self._path, METHOD), values)
+        try:
+            method = Runtime.get().load_program(content).load_method(METHOD)
+        except RuntimeError as exc:
+            raise UserError(f"{self._path}: the copy with its layers as outputs does not load "
+                            f"({first_line(exc)})") from None
+        logits, out = [], {t.value: [] for t in taps}
+        for i in range(len(images)):
+            result = method.execute([torch.from_numpy(np.ascontiguousarray(images[i:i + 1], np.float32))])
+            logits.append(result[0].numpy().astype(np.float32))
+            for t in taps:
+                v = result[t.output_index].numpy()
+                if t.quantization is not None:
+                    v = (v.astype(np.float32) - t.quantization[1]) * t.quantization[0]
+                out[t.value].append(np.asarray(v, np.float32).reshape(1, -1))
+        return np.concatenate(logits), {k: np.concatenate(v) for k, v in out.items()}
+
     # operator_profile: not implemented (returns []). Per-op times need ETDump: the program must
     # be loaded with enable_etdump=True, the .etdp written and parsed with devtools' Inspector,
     # which also needs the ETRecord from conversion to name delegated XNNPACK ops. Too much

@@ -59,10 +59,16 @@ def _interpreter_class():
     return Interpreter
 
 
-def _open_interpreter(path: Path, threads: int):
+def _open_interpreter(path: Path, threads: int, delegates: bool = True):
+    """An interpreter of ``path``; ``delegates=False``: builtin kernels only (no XNNPACK)."""
+    kwargs = {}
+    if not delegates:
+        from ai_edge_litert.interpreter import OpResolverType
+
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         with quiet():  # native INFO lines go to fd 2
-            return _interpreter_class()(model_path=str(path), num_threads=int(threads))
+            return _interpreter_class()(model_path=str(path), num_threads=int(threads), **kwargs)
     except Exception as exc:
         raise UserError(f"{path} is not a loadable TFLite model ({first_line(exc)})") from None
 
@@ -80,6 +86,27 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return ((y.astype(np.float32) - q[1]) * q[0]).astype(np.float32)
 
 
+def _quantize(x: np.ndarray, q: tuple[float, int], dtype) -> np.ndarray:
+    """Float input to a quantized input tensor (round half to even, clipped to the type)."""
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(x / np.float32(q[0])) + q[1], info.min, info.max).astype(dtype)
+
+
+def with_extra_outputs(content: bytes, tensors: list[int]) -> bytes:
+    """The .tflite ``content`` with ``tensors`` (indices in the main subgraph) appended to that
+    subgraph's outputs, so the runtime writes them out (delegates included)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(content, 0))
+    graph = model.subgraphs[0]
+    present = [int(t) for t in graph.outputs]
+    graph.outputs = present + [t for t in dict.fromkeys(tensors) if t not in present]
+    builder = flatbuffers.Builder(len(content) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
 def _io_specs(details: list[dict]) -> list[dict]:
     return [io_spec(d["name"], d["shape"], np.dtype(d["dtype"]).name, _quantization(d))
             for d in details]
@@ -89,6 +116,7 @@ class LiteRTRunner(Runner):
     backend = "tflite"
 
     def __init__(self, path: Path, threads: int):
+        self._path, self._threads = Path(path), threads
         self.interpreter = _open_interpreter(path, threads)
         try:
             with quiet():  # XNNPACK is applied here and logs "Created ... delegate" to fd 2
@@ -126,6 +154,57 @@ class LiteRTRunner(Runner):
             self.interpreter.set_tensor(self._in["index"], buf.astype(self._in_dtype))
         self.interpreter.invoke()
         return _dequantize(self.interpreter.get_tensor(self._out["index"]), self._out)
+
+    # -- intermediate values -----------------------------------------------------------------------
+    tap_method = ("the LiteRT interpreter (XNNPACK delegate applied, as deployed) on a copy of the "
+                  "artifact whose subgraph outputs also list the layers' tensors")
+
+    def tensor_graph(self):
+        """The main subgraph's ops in execution order, read by an interpreter without delegates
+        (the XNNPACK delegate replaces ops by partitions; their tensors are the same)."""
+        from lkca_edge.converters._graph import GraphOp, TensorGraph
+
+        interp = _open_interpreter(self._path, 1, delegates=False)
+        ops = []
+        for op in interp._get_ops_details():  # private but stable since TF 2.5
+            ops.append(GraphOp(type=op["op_name"],
+                               inputs=tuple(str(int(t)) for t in op["inputs"] if int(t) >= 0),
+                               outputs=tuple(str(int(t)) for t in op["outputs"] if int(t) >= 0),
+                               name=f"{op['op_name']}#{op['index']}", is_add=op["op_name"] == "ADD"))
+        numel = {str(t["index"]): int(np.prod(t["shape"])) for t in interp.get_tensor_details()
+                 if len(t["shape"])}
+        return TensorGraph(ops=ops, inputs=tuple(str(d["index"]) for d in interp.get_input_details()),
+                           outputs=tuple(str(d["index"]) for d in interp.get_output_details()),
+                           numel=numel)
+
+    def run_with_taps(self, images: np.ndarray, values: list[str]):
+        """Logits and the dequantized float32 values of tensors ``values`` (tensor indices) for
+        every image, from a copy of the model with those tensors appended to its outputs."""
+        content = with_extra_outputs(self._path.read_bytes(), [int(v) for v in values])
+        with tempfile.TemporaryDirectory(prefix="lkca-taps-") as tmp:
+            path = Path(tmp) / "taps.tflite"
+            path.write_bytes(content)
+            interp = _open_interpreter(path, self._threads)
+            try:
+                with quiet():
+                    interp.allocate_tensors()
+            except Exception as exc:
+                raise UserError(f"{self._path}: the copy with its layers as outputs does not "
+                                f"prepare ({first_line(exc)[:200]})") from None
+        outputs = {str(d["index"]): d for d in interp.get_output_details()}
+        logits, taps = [], {v: [] for v in values}
+        for i in range(len(images)):
+            x = np.asarray(images[i:i + 1], np.float32)
+            if self._in_q is None:
+                interp.set_tensor(self._in["index"], np.ascontiguousarray(x, self._in_dtype))
+            else:
+                interp.set_tensor(self._in["index"], _quantize(x, self._in_q, self._in_dtype))
+            interp.invoke()
+            logits.append(_dequantize(interp.get_tensor(self._out["index"]), self._out))
+            for v in values:
+                detail = outputs[v]
+                taps[v].append(_dequantize(interp.get_tensor(detail["index"]), detail).reshape(1, -1))
+        return np.concatenate(logits), {v: np.concatenate(a) for v, a in taps.items()}
 
     def planned_memory_bytes(self) -> int | None:
         # The Python interpreter does not expose the arena size (no arena accessor in

@@ -77,14 +77,15 @@ class PerLayerResult:
 # -- the reference --------------------------------------------------------------------------------
 def reference_layers(model, images: np.ndarray) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
     """The fp32 source's layer outputs and residual stream (entering block 0, then after each
-    residual addition) for ``images``."""
+    residual addition) for ``images``. ``patch_embed`` is the embedding with the positions added
+    (the stream entering block 0), as ``converters._graph`` locates it."""
     from lkca_edge.evaluation import layer_outputs
 
     ref = layer_outputs(model, images)
     net = model.export_module() if hasattr(model, "export_module") else model
-    pos = net.pos_embedding.detach().float().numpy()
+    ref["patch_embed"] = ref["patch_embed"] + net.pos_embedding.detach().float().numpy()
     depth = len(net.blocks)
-    stream = [ref["patch_embed"] + pos]
+    stream = [ref["patch_embed"]]
     for b in range(depth):
         stream.append(stream[-1] + ref[f"blocks.{b}.mixer"])
         stream.append(ref[f"blocks.{b}"])
@@ -116,14 +117,18 @@ def _in_runtime(backend_name: str, path: str, images: np.ndarray, reference_file
             plain = runner.run_many(batch)
             logits, values = runner.run_with_taps(batch, taps)
             shift = max(shift, float(np.abs(np.asarray(logits) - plain).max()))
-            named = {name: values[v] for name, v in where.values.items()}
-            named.update({f"stream.{k}": values[v] for k, v in enumerate(where.stream)})
+            named = {name: values[v] for name, v in where.values.items() if v in values}
+            named.update({f"stream.{k}": values[v] for k, v in enumerate(where.stream)
+                          if v in values})
             for key, acc in stats.items():
                 if key in named:
                     try:
                         acc.update(reference[key][i:i + CHUNK], named[key])
                     except ValueError as exc:
                         where.missing[key] = f"the artifact's tensor has a different size ({exc})"
+    for key, v in [*where.values.items(), *((f"stream.{k}", v) for k, v in enumerate(where.stream))]:
+        if not stats[key].count and key not in where.missing:
+            where.missing[key] = "not exposed by this backend's runtime"
     return {"stats": {k: s for k, s in stats.items() if s.count and k not in where.missing},
             "missing": where.missing, "shift": shift, "method": runner.tap_method}
 
@@ -207,7 +212,7 @@ def measure_layers(backend, artifact, model, images: np.ndarray, *, precision: s
     for name, ref in reference.items():
         if name in values:
             stats[name] = ErrorStats().update(ref, values[name])
-    static_stream = [values["patch_embed"] + (stream[0] - reference["patch_embed"])]
+    static_stream = [values["patch_embed"]]
     for b in range(depth):
         static_stream.append(static_stream[-1] + values[f"blocks.{b}.mixer"])
         static_stream.append(values[f"blocks.{b}"])
