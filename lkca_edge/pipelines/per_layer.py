@@ -81,10 +81,8 @@ def reference_layers(model, images: np.ndarray) -> tuple[dict[str, np.ndarray], 
     (the stream entering block 0), as ``converters._graph`` locates it."""
     from lkca_edge.evaluation import layer_outputs
 
-    ref = layer_outputs(model, images)
-    net = model.export_module() if hasattr(model, "export_module") else model
-    ref["patch_embed"] = ref["patch_embed"] + net.pos_embedding.detach().float().numpy()
-    depth = len(net.blocks)
+    ref = layer_outputs(model, images, with_positions=True)
+    depth = model.config.depth
     stream = [ref["patch_embed"]]
     for b in range(depth):
         stream.append(stream[-1] + ref[f"blocks.{b}.mixer"])
