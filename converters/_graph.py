@@ -158,3 +158,88 @@ def locate_layers(graph: TensorGraph, depth: int, tokens: int, dim: int) -> Laye
 def op_layer_names(graph: TensorGraph, location: LayerLocation) -> dict[str, str]:
     """Backend node name -> the layer its time is charged to (nodes without a name left out)."""
     return {op.name: layer for op, layer in zip(graph.ops, location.op_layers) if op.name}
+
+
+# -- operator tables ---------------------------------------------------------------------------------
+def op_table(events, runs: int) -> list[dict]:
+    """The ``ops`` entries of a profile from timed op events over ``runs`` runs.
+
+    ``events``: (type, layer or None, milliseconds, delegated or None), one per executed op
+    instance per run (or, with ``runs=1``, one per op instance with its median time). Entries aggregate by (layer, type), most time first:
+    ``name`` (``layer/type``, or the type where the layer is unknown), ``type``, ``module`` (the
+    source model's layer), ``count`` (instances per run), ``total_ms`` (per run, all instances),
+    ``mean_ms`` (per instance), ``share`` (of the entries' total), ``delegated``; ``op``/``ms``
+    repeat name and total_ms for older readers.
+    """
+    runs = max(1, int(runs))
+    groups: dict[tuple, dict] = {}
+    for op_type, layer, ms, delegated in events:
+        g = groups.setdefault((layer, op_type), {"ms": 0.0, "n": 0, "delegated": delegated})
+        g["ms"] += float(ms)
+        g["n"] += 1
+    total = sum(g["ms"] for g in groups.values()) or 1.0
+    out = []
+    for (layer, op_type), g in groups.items():
+        per_run = g["ms"] / runs
+        count = max(1, round(g["n"] / runs))
+        name = f"{layer}/{op_type}" if layer else op_type
+        out.append({"name": name, "type": op_type, "module": layer, "count": count,
+                    "total_ms": per_run, "mean_ms": per_run / count, "share": g["ms"] / total,
+                    "delegated": g["delegated"], "op": name, "ms": per_run})
+    return sorted(out, key=lambda e: -e["total_ms"])
+
+
+def _kind(op_type: str) -> str:
+    return "".join(ch for ch in op_type.lower() if ch.isalnum())
+
+
+def layers_by_anchors(event_types: list[str], graph: TensorGraph, location: LayerLocation,
+                      anchor: str = "fullyconnected", switch: str = "add") -> list[str | None]:
+    """The layer of each runtime event when the runtime's events do not name graph nodes
+    (XNNPACK's do not) but keep their order: events and graph ops are aligned at the ops whose
+    type contains ``anchor`` (matrix products are never fused away), and between two anchors the
+    layer changes after as many ``switch`` ops (additions) as the graph has before its change.
+    Events of a stretch where the counts disagree get None."""
+    ev = [_kind(t) for t in event_types]
+    ops = [_kind(op.type) for op in graph.ops]
+    ev_anchor = [i for i, t in enumerate(ev) if anchor in t]
+    op_anchor = [i for i, t in enumerate(ops) if anchor in t]
+    out: list[str | None] = [None] * len(ev)
+    if len(ev_anchor) != len(op_anchor) or not op_anchor:
+        return out
+    bounds_ev = [-1] + ev_anchor + [len(ev)]
+    bounds_op = [-1] + op_anchor + [len(ops)]
+    for k in range(len(bounds_ev) - 1):
+        e0, e1 = bounds_ev[k], bounds_ev[k + 1]
+        o0, o1 = bounds_op[k], bounds_op[k + 1]
+        if 0 <= e0:
+            out[e0] = location.op_layers[o0]
+        seg_ops = list(range(o0 + 1, o1))
+        seg_ev = list(range(e0 + 1, e1))
+        if not seg_ev:
+            continue
+        layers = [location.op_layers[i] for i in seg_ops] or [location.op_layers[min(o1, len(ops) - 1)]]
+        first = layers[0]
+        change = next((j for j, name in enumerate(layers) if name != first), None)
+        if change is None:
+            for i in seg_ev:
+                out[i] = first
+            continue
+        if any(name != layers[change] for name in layers[change:]):
+            continue  # more than one change between two anchors: leave it unknown
+        adds_before = sum(1 for i in seg_ops[:change] if switch in ops[i])
+        seen, layer = 0, first
+        ev_adds = [i for i in seg_ev if switch in ev[i]]
+        op_adds = [i for i in seg_ops if switch in ops[i]]
+        if len(ev_adds) != len(op_adds):
+            continue
+        for i in seg_ev:
+            out[i] = layer
+            if switch in ev[i]:
+                seen += 1
+                if seen == adds_before:
+                    layer = layers[change]
+        if adds_before == 0:
+            for i in seg_ev:
+                out[i] = layers[change] if i > e0 else first
+    return out

@@ -28,6 +28,9 @@ RECIPES = {
                options=(("mode", "static"), ("format", "QDQ"))),
         Recipe("int8-dynamic", "int8", "dynamic int8: s8 per-channel weights, activations "
                "quantized at run time", options=(("mode", "dynamic"),)),
+        Recipe("int8-mixed", "int8", "dynamic int8 as 'int8-dynamic' (the int8 default), with the "
+               "layers that add the most error (measured per layer on the int8 artifact) kept in "
+               "float until the mixed target is met", options=(("mode", "dynamic"), ("mixed", True))),
     )
 }
 
@@ -101,12 +104,23 @@ class OrtRunner(Runner):
                 taps[v].append(_dequantized(out[v], quant.get(v), v).reshape(1, -1))
         return np.concatenate(logits), {v: np.concatenate(a) for v, a in taps.items()}
 
-    def operator_profile(self, x: np.ndarray, runs: int = 10) -> list[dict]:
-        """Per-operator mean time from ORT's own profiler."""
+    ops_method = ("ONNX Runtime's profiler (SessionOptions.enable_profiling): every node's kernel "
+                  "time, median over the profiled runs; nodes charged to the source layers by their position between the residual "
+                  "additions (converters/_graph.py)")
+
+    def operator_profile(self, x: np.ndarray, runs: int = 10, dims=None) -> list[dict]:
+        """Per-node kernel times from ORT's own profiler, as ``_graph.op_table`` entries; with the
+        model's ``dims`` (depth, tokens, dim) each node is charged to its source layer."""
         import json
 
         import onnxruntime as ort
 
+        from lkca_edge.converters._graph import locate_layers, op_layer_names, op_table
+
+        layer_of: dict[str, str] = {}
+        if dims:
+            graph = self.tensor_graph()
+            layer_of = op_layer_names(graph, locate_layers(graph, *dims))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self._threads
         opts.enable_profiling = True
@@ -120,13 +134,23 @@ class OrtRunner(Runner):
         kernels = sorted((e for e in events if e.get("cat") == "Node"
                           and e.get("name", "").endswith("_kernel_time")), key=lambda e: e.get("ts", 0))
         per_run = len(kernels) // (warmup + runs)
-        totals: dict[str, list[float]] = {}
-        for e in kernels[warmup * per_run:]:  # the first runs allocate: leave them out
-            op = e.get("args", {}).get("op_name", "?")
-            totals.setdefault(op, []).append(e.get("dur", 0) / 1000.0)
-        return sorted(({"op": op, "ms": sum(t) / runs, "count": len(t) // max(1, runs),
-                        "delegated": None} for op, t in totals.items()),
-                      key=lambda r: -r["ms"])
+        timed = kernels[warmup * per_run:]  # the first runs allocate: leave them out
+        names = [e["name"][:-len("_kernel_time")] for e in timed]
+        # nodes ORT made at load time (fusions) carry an original node's name as prefix; the
+        # reshapes it adds around them take the layer of the next node it knows
+        layers: list[str | None] = [layer_of.get(n, layer_of.get(n.split("/")[0])) for n in names]
+        following = None
+        for i in range(len(layers) - 1, -1, -1):
+            if layers[i] is None:
+                layers[i] = following
+            following = layers[i]
+        # one median per node over the runs: a preempted run does not make an op look slow
+        per_node: dict[str, list] = {}
+        for e, name, layer in zip(timed, names, layers):
+            entry = per_node.setdefault(name, [e.get("args", {}).get("op_name", "?"), layer, []])
+            entry[2].append(e.get("dur", 0) / 1000.0)
+        return op_table([(t, layer, float(np.median(d)), None) for t, layer, d in per_node.values()], 1)
+
 
 
 # -- the graph, for per-layer comparison ------------------------------------------------------------
@@ -206,6 +230,7 @@ class OnnxBackend(Backend):
     convert_modules = ("torch", "onnx", "onnxscript", "onnxruntime")
     runtime_modules = ("onnxruntime",)
     recipes = RECIPES
+    keeps_layers_float = True
     # int8 default: dynamic. Faster than static QOperator / QDQ on lkca-1m (form fused, 1 thread:
     # 0.994 vs 1.094 / 1.051 ms) and closer to fp32 (max logit error 0.08 vs 0.24), with no
     # calibration; ORT's static graphs add a Quantize/DequantizeLinear and a QLinearAdd per
@@ -248,8 +273,10 @@ class OnnxBackend(Backend):
 
         pre = work / "pre.onnx"
         quant_pre_process(str(src), str(pre))
+        exclude = _nodes_in_layers(src, pre, recipe.option("float_layers", ()))
         if recipe.option("mode") == "dynamic":
-            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                             nodes_to_exclude=exclude)
             return
 
         class Images(CalibrationDataReader):
@@ -263,7 +290,7 @@ class OnnxBackend(Backend):
         quantize_static(str(pre), str(dst), Images(),
                         quant_format=getattr(QuantFormat, recipe.option("format")),
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=True)
+                        per_channel=True, nodes_to_exclude=exclude)
 
     # -- run -------------------------------------------------------------------------------------
     def inspect(self, path) -> dict:

@@ -37,6 +37,10 @@ RECIPES = {
                options=(("tool", "pt2e"), ("mode", "static"))),
         Recipe("int8-dynamic", "int8", "dynamic int8 PT2E: s8 per-channel weights, activations "
                "quantized at run time, float I/O", options=(("tool", "pt2e"), ("mode", "dynamic"))),
+        Recipe("int8-mixed", "int8", "static int8 PT2E as 'int8', with the layers that add the "
+               "most error (measured per layer on the int8 artifact) kept in float until the "
+               "mixed target is met", calibrated=True,
+               options=(("tool", "pt2e"), ("mode", "static"), ("mixed", True))),
         Recipe("aeq-dynamic", "int8", "ai-edge-quantizer dynamic_wi8_afp32 on the fp32 .tflite",
                options=(("tool", "ai-edge-quantizer"), ("aeq_recipe", "dynamic_wi8_afp32"))),
         Recipe("aeq-weight-only", "int8", "ai-edge-quantizer weight_only_wi8_afp32 on the fp32 "
@@ -59,9 +63,12 @@ def _interpreter_class():
     return Interpreter
 
 
-def _open_interpreter(path: Path, threads: int, delegates: bool = True):
-    """An interpreter of ``path``; ``delegates=False``: builtin kernels only (no XNNPACK)."""
+def _open_interpreter(path: Path, threads: int, delegates: bool = True, fuse: bool = True):
+    """An interpreter of ``path``; ``delegates=False``: builtin kernels only (no XNNPACK);
+    ``fuse=False``: every delegated op its own DELEGATE node (to count what XNNPACK takes)."""
     kwargs = {}
+    if not fuse:
+        kwargs["experimental_disable_delegate_node_fusion"] = True
     if not delegates:
         from ai_edge_litert.interpreter import OpResolverType
 
@@ -211,10 +218,46 @@ class LiteRTRunner(Runner):
         # ai_edge_litert 2.3 or tflite_runtime), so the runtime reports nothing here.
         return None
 
-    def operator_profile(self, x: np.ndarray, runs: int = 10) -> list[dict]:
-        # No per-operator profiler is reachable from the Python interpreter API; the native
-        # benchmark_model tool (--enable_op_profiling) is the way to get one.
-        return []
+    ops_method = ("per op class: the artifact timed against a copy with every op of one class "
+                  "replaced by same-shape data movement, runs alternated, the difference of the "
+                  "medians (converters/_tflite_ops.py); the Python interpreter has no op profiler")
+
+    def operator_profile(self, x: np.ndarray, runs: int = 10, dims=None) -> list[dict]:
+        """Time per op class by the method of ``converters/_tflite_ops.py``; ``ops_note`` says
+        what XNNPACK took and which classes could not be isolated."""
+        from collections import Counter
+
+        from lkca_edge.converters import _tflite_ops
+
+        counts = Counter(op.type for op in self.tensor_graph().ops)
+        deleg = _tflite_ops.delegation(self._path, lambda p, t, fuse: self._prepared(p, t, fuse))
+        x = np.asarray(x, np.float32)
+
+        def set_input(interp):
+            value = (np.ascontiguousarray(x, self._in_dtype) if self._in_q is None
+                     else _quantize(x, self._in_q, self._in_dtype))
+            interp.set_tensor(self._in["index"], value)
+
+        entries, facts = _tflite_ops.class_times(
+            self._path, lambda p, t: self._prepared(p, t), set_input,
+            dict(counts.most_common()), deleg["delegated"], runs)
+        skipped = "; ".join(f"{k} ({v})" for k, v in facts["not_isolated"].items())
+        builtin = ", ".join(f"{k} x{v}" for k, v in deleg["builtin"].items()) or "none"
+        whole = facts["whole_model_ms"]
+        self.ops_note = (f"XNNPACK took {deleg['delegated_ops']} of "
+                         f"{deleg['delegated_ops'] + deleg['builtin_ops']} ops in "
+                         f"{deleg['xnnpack_partitions']} partitions; builtin kernels: {builtin}. "
+                         f"Isolated classes account for {facts['attributed_ms']:.3f} ms of "
+                         f"{whole:.3f} ms per run" if whole else "")
+        if skipped:
+            self.ops_note += f"; not isolated: {skipped}"
+        return entries
+
+    def _prepared(self, path: Path, threads: int | None = None, fuse: bool = True):
+        interp = _open_interpreter(path, threads or self._threads, fuse=fuse)
+        with quiet():
+            interp.allocate_tensors()
+        return interp
 
 
 @register_backend
@@ -227,6 +270,7 @@ class LiteRTBackend(Backend):
     convert_modules = ("torch", "litert_torch", "ai_edge_litert")
     runtime_modules = ("ai_edge_litert", "tflite_runtime")
     recipes = RECIPES
+    keeps_layers_float = True
     default_recipes = {"fp32": "fp32", "int8": "int8"}
     runner_class = LiteRTRunner
     tool_packages = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torch", "torchao")
@@ -234,7 +278,7 @@ class LiteRTBackend(Backend):
     runtime_preload = (("ai_edge_litert.interpreter", "tflite_runtime.interpreter"),)
 
     def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
-        from lkca_edge.converters._rewrites import explicit_norms
+        from lkca_edge.converters._rewrites import explicit_norms, keep_layers_float
 
         tool = recipe.option("tool")
         _require_tool_modules(recipe)
@@ -243,6 +287,11 @@ class LiteRTBackend(Backend):
         if recipe.option("explicit_norms", True):
             model, keep_float = explicit_norms(model)
             details["norms"] = "explicit (7 ops per LayerNorm, float)"
+        if recipe.option("float_layers") and tool != "pt2e":
+            raise UserError(f"tflite recipe {recipe.name!r} cannot keep layers in float (only "
+                            f"the PT2E recipes can)")
+        model, float_types = keep_layers_float(model, recipe.option("float_layers", ()))
+        keep_float = keep_float + float_types
         with tempfile.TemporaryDirectory() as work, _converter_progress_off(), _layout_hint(recipe):
             if tool == "pt2e":
                 quantizer = self._pt2e_quantizer(recipe, keep_float)
@@ -340,6 +389,20 @@ class LiteRTBackend(Backend):
                 "io": {"inputs": _io_specs(interp.get_input_details()),
                        "outputs": _io_specs(interp.get_output_details())}}
         info.update(_tensor_figures(path))
+        try:
+            from lkca_edge.converters._tflite_ops import delegation
+
+            def opened(p, threads, fuse):
+                interp = _open_interpreter(p, threads, fuse=fuse)
+                with quiet():
+                    interp.allocate_tensors()
+                return interp
+
+            info["xnnpack"] = delegation(path, opened)
+        except UserError:
+            raise
+        except Exception:  # noqa: BLE001 - a runtime that cannot say: no delegation facts
+            pass
         return info
 
     def check_artifact_file(self, path: Path) -> None:

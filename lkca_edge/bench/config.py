@@ -9,7 +9,27 @@ from pathlib import Path
 from lkca_edge.errors import UserError
 
 DEFAULT_MODELS = ("lkca-1m",)
-DEFAULT_PRECISIONS = ("fp32", "int8")
+DEFAULT_PRECISIONS = ("fp32", "int8", "int8-mixed")
+# Bench "precisions" that are a recipe of another precision: label -> (precision, recipe). A cell
+# of a variant exists only for the backends that have the recipe.
+VARIANTS = {"int8-mixed": ("int8", "int8-mixed")}
+
+
+def cell_recipe(backend, label: str):
+    """The recipe a cell of precision ``label`` (a precision or a ``VARIANTS`` label) exports."""
+    if label in VARIANTS:
+        precision, recipe = VARIANTS[label]
+        return backend.recipe(precision, recipe)
+    return backend.recipe(label)
+
+
+def has_cell(backend_name: str, label: str) -> bool:
+    """Whether a (backend, precision label) cell exists: variants only where the recipe does."""
+    if label not in VARIANTS:
+        return True
+    from lkca_edge.converters import get_backend
+
+    return VARIANTS[label][1] in get_backend(backend_name).recipes
 
 
 def default_backends() -> list[str]:
@@ -38,6 +58,7 @@ class BenchConfig:
     profiles_dir: list[str] | None = None
     progress: bool = True
     argv: list[str] | None = None     # the command line, for the record
+    per_layer: bool = True            # int8 cells: the per-layer table (validate --per-layer)
 
 
 @dataclass
@@ -76,8 +97,8 @@ def check_config(cfg: BenchConfig) -> None:
     if not cfg.precisions:
         raise UserError("--precisions needs at least one precision")
     for p in cfg.precisions:
-        if p not in PRECISIONS:
-            raise unknown_name("precision", p, PRECISIONS)
+        if p not in PRECISIONS and p not in VARIANTS:
+            raise unknown_name("precision", p, (*PRECISIONS, *VARIANTS))
     if cfg.runs < 1:
         raise UserError(f"--runs must be at least 1, got {cfg.runs}")
     if cfg.warmup < 0:

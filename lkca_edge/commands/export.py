@@ -19,6 +19,9 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=int, help="validate on at most N test images")
     p.add_argument("--no-validate", action="store_true", help="skip validation (not recommended)")
     p.add_argument("--no-gate", action="store_true", help="write the artifact even if its gate fails")
+    p.add_argument("--fallback", action="store_true",
+                   help="int8: if the gate fails, keep the layers that add the most error (measured "
+                        "per layer) in float until it passes; the manifest lists them")
     p.add_argument("--out", required=True, help="output directory")
     add_model_arguments(p)
 
@@ -31,7 +34,7 @@ def run(args) -> int:
         checkpoint=args.checkpoint, form=args.form, calibration=args.calibration,
         calibration_size=args.calibration_size, out=args.out, validate=not args.no_validate,
         enforce_gate=not args.no_gate, validation_limit=args.limit,
-        overrides=model_overrides(args))
+        overrides=model_overrides(args), fallback=args.fallback)
     result = export_model(req)
     m = result.manifest
     print(f"wrote {result.artifact} ({m.size_bytes / 1024:.0f} KB, {m.backend} {m.recipe['name']}, "
@@ -45,5 +48,10 @@ def run(args) -> int:
               f"max |logit err| {v['max_abs_err']:.2e}: {'PASS' if v['passed'] else 'FAIL'} ({v['gate']})")
     else:
         print(f"validation: {v['note']}")
+    mixed = (m.details or {}).get("mixed_precision")
+    if mixed:
+        floated = ", ".join(mixed["float_layers"]) or "none"
+        print(f"mixed precision ({mixed['trigger']}; target {mixed['target']}: "
+              f"{'met' if mixed['target_met'] else 'NOT met'}): float layers: {floated}")
     print(f"manifest: {result.manifest_path}")
     return 0

@@ -35,6 +35,7 @@ class ExportRequest:
     threads: int = 1
     overrides: dict = field(default_factory=dict)
     name: str | None = None  # artifact file stem
+    fallback: bool = False  # int8 gate failed: keep the layers adding the most error in float
 
 
 @dataclass
@@ -97,10 +98,15 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
     stem = req.name or f"{model.zoo_name}_{backend.name}_{recipe.name}"
     artifact = Path(out_dir) / f"{stem}{backend.extension}"
     graph_model = model.export_module()  # form "fused": the compact fused network
+    if recipe.option("mixed") and not req.validate:
+        raise UserError(f"recipe {recipe.name} chooses its float layers by validating: drop --no-validate")
     with atomic_path(artifact) as tmp:
+        def convert(r):
+            with quiet():
+                return backend.convert(graph_model, example, r, calibration, tmp)
+
         t0 = time.perf_counter()
-        with quiet():
-            conversion = backend.convert(graph_model, example, recipe, calibration, tmp)
+        conversion = convert(recipe)
         seconds = time.perf_counter() - t0
 
         validation = None
@@ -108,17 +114,43 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
             limit = req.validation_limit or len(data.test_x)
             x, y = data.test_x[:limit], data.test_y[:limit]
             ref = reference_logits(model, x)
-            reason = backend.runnable()
-            if reason is None:
-                with quiet():  # runtimes log to fd 2 when they start (ExecuTorch's cpuinfo)
-                    runner = backend.load(tmp, threads=req.threads)
-                    logits = runner.run_many(x)
-                validation = validate_logits(logits, ref, y, backend.name, recipe.precision)
-            else:
-                validation = static_validation(backend, tmp, model, x, y, ref, recipe.precision, reason)
+
+            def validate():
+                reason = backend.runnable()
+                if reason is None:
+                    with quiet():  # runtimes log to fd 2 when they start (ExecuTorch's cpuinfo)
+                        runner = backend.load(tmp, threads=req.threads)
+                        logits = runner.run_many(x)
+                    return validate_logits(logits, ref, y, backend.name, recipe.precision)
+                return static_validation(backend, tmp, model, x, y, ref, recipe.precision, reason)
+
+            def measure():
+                from lkca_edge.pipelines.per_layer import measure_layers
+
+                return measure_layers(backend, tmp, model, x, precision=recipe.precision,
+                                      recipe=recipe.name, threads=req.threads)
+
+            validation = validate()
+            fallback = req.fallback and validation.passed is False
+            if recipe.option("mixed") or fallback:
+                if recipe.precision != "int8" or not backend.keeps_layers_float:
+                    raise GateFailed(
+                        f"{stem}{backend.extension} failed its {recipe.precision} gate: "
+                        f"{'; '.join(validation.failures)}; --fallback keeps layers in float only "
+                        f"in int8 exports of {', '.join(_float_capable())} (nothing written)")
+                from lkca_edge.pipelines.mixed import keep_sensitive_layers_float
+
+                outcome = keep_sensitive_layers_float(recipe, conversion, validation,
+                                                      convert=convert, validate=validate,
+                                                      measure=measure, fallback=fallback)
+                recipe, conversion, validation = outcome.recipe, outcome.conversion, outcome.validation
+                seconds += outcome.seconds
             if validation.passed is False and req.enforce_gate:
+                floated = (conversion.details or {}).get("float_layers")
                 raise GateFailed(f"{stem}{backend.extension} failed its {recipe.precision} gate: "
-                                 f"{'; '.join(validation.failures)} (nothing written)")
+                                 f"{'; '.join(validation.failures)}"
+                                 + (f" with {', '.join(floated)} in float" if floated else "")
+                                 + _worst_layers(measure) + " (nothing written)")
 
         manifest = Manifest(
             schema=SCHEMA, artifact=artifact.name, sha256=sha256_of(tmp), size_bytes=size_of(tmp),
@@ -135,3 +167,20 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
     manifest_path = manifest.write(artifact)
     return ExportResult(artifact, manifest, manifest_path)
 
+
+
+def _worst_layers(measure) -> str:
+    """"; layers adding the most error: ..." from a per-layer measurement ("" if it fails)."""
+    try:
+        layers = measure()
+    except Exception as exc:  # noqa: BLE001 - the gate's failure is the message; this adds to it
+        from lkca_edge.errors import first_line
+
+        return f"; no per-layer measurement ({first_line(exc)})"
+    return f"; layers adding the most error: {layers.worst_text()}"
+
+
+def _float_capable() -> list[str]:
+    from lkca_edge.converters import backend_names, get_backend
+
+    return [b for b in backend_names() if get_backend(b).keeps_layers_float]

@@ -68,7 +68,8 @@ def what_to_ship(results: dict) -> list[dict]:
             if c["backend"] not in prof["backends"]:
                 no(f"backend not on {name}")
                 continue
-            if c["precision"] not in prof["precisions"]:
+            # a variant cell (int8-mixed) runs where its artifact's precision does
+            if (c.get("manifest") or {}).get("precision", c["precision"]) not in prof["precisions"]:
                 no(f"precision not on {name}")
                 continue
             latency = (c.get("profile") or {}).get("latency_ms")
