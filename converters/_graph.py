@@ -115,7 +115,7 @@ def locate_layers(graph: TensorGraph, depth: int, tokens: int, dim: int) -> Laye
     start = residual[0][1]
     values["patch_embed"] = start  # the embedding with the positions added
     # the ops of patch_embed: back from the stream entering block 0 to the add of the positions
-    embed, embed_op, v = None, None, start
+    embed_op, v = None, start
     for _ in range(16):
         i = producer.get(v)
         if i is None:
@@ -123,7 +123,7 @@ def locate_layers(graph: TensorGraph, depth: int, tokens: int, dim: int) -> Laye
         op = graph.ops[i]
         live = [u for u in op.inputs if u in depends]
         if op.is_add and len(live) == 1:
-            embed, embed_op = live[0], producer.get(live[0], i)
+            embed_op = producer.get(live[0], i)
             break
         nxt = _pass_through(op, depends)
         if nxt is None:

@@ -152,6 +152,30 @@ class OrtRunner(Runner):
         return op_table([(t, layer, float(np.median(d)), None) for t, layer, d in per_node.values()], 1)
 
 
+def _nodes_in_layers(exported: Path, pre: Path, layers) -> list[str]:
+    """Names of the nodes of the pre-processed model ``pre`` that belong to the source layers
+    ``layers`` (module paths), by the module scopes torch.onnx records on the exported model's
+    nodes (pre-processing drops that metadata but keeps the node names as prefixes)."""
+    import ast
+
+    import onnx
+
+    layers = set(layers or ())
+    if not layers:
+        return []
+    scopes = {}
+    for node in onnx.load(str(exported)).graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        try:
+            scopes[node.name] = set(ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]")))
+        except (ValueError, SyntaxError):
+            continue
+    names = [n.name for n in onnx.load(str(pre)).graph.node
+             if scopes.get(n.name.split("/")[0], set()) & layers]
+    if not names:
+        raise UserError(f"no ONNX nodes found for the layers {', '.join(sorted(layers))}")
+    return names
+
 
 # -- the graph, for per-layer comparison ------------------------------------------------------------
 # Data operands of the quantized ops (the others are scales and zero points).

@@ -33,9 +33,9 @@ GATES = {
     "fp16": Gate(max_accuracy_drop=0.01, min_top1_agreement=0.98),
     "int8": Gate(max_accuracy_drop=0.01, min_top1_agreement=0.98),
 }
-# What the int8-mixed recipes aim for, beyond the int8 gate: near fp32 (a quarter point of
-# accuracy, 99.5 % of the top-1 labels; on the 359 digits test images: at most one image).
-MIXED_TARGET = Gate(max_accuracy_drop=0.0025, min_top1_agreement=0.995)
+# What the int8-mixed recipes aim for, beyond the int8 gate: near fp32 (0.3 point of accuracy,
+# 99.5 % of the top-1 labels; on the 359 digits test images: one image either way).
+MIXED_TARGET = Gate(max_accuracy_drop=0.003, min_top1_agreement=0.995)
 
 
 @dataclass

@@ -5,8 +5,10 @@ Used by the ``int8-mixed`` recipes (target: ``gates.MIXED_TARGET``, near fp32) a
 ranked once, by the per-layer measurement of the all-int8 artifact (``per_layer.PerLayerResult
 .sensitivity``: the noise each layer adds to the residual stream); then the artifact is converted
 again with the first 1, 2, 3, ... of them in float (the recipe's ``float_layers`` option) and
-validated, until the target is met or the budget of float layers is spent. Each step is a real
-conversion and a real validation; every step is recorded in the manifest.
+validated, until the target is met or the budget of float layers is spent; then the best step is
+kept (the first that meets the target, else the one that agrees most with fp32, converted once
+more if it is not the last). Each step is a real conversion and a real validation; every step is
+recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -69,11 +71,21 @@ def keep_sensitive_layers_float(recipe, conversion, validation: ValidationResult
         v = validate()
         steps.append(_step(floated, v, target))
         current = (candidate, conv, v)
-    met = steps[-1]["target_met"]
+    best = max(range(len(steps)), key=lambda i: (steps[i]["target_met"], steps[i]["gate_passed"] is True,
+                                                  steps[i]["top1_agreement"] or 0.0,
+                                                  steps[i]["accuracy"] or 0.0, -i))
+    if best != len(steps) - 1:  # the file holds the last step: convert the best one again
+        floated = list(steps[best]["float_layers"])
+        candidate = with_float_layers(recipe, floated) if floated else recipe
+        t0 = time.perf_counter()
+        conv = convert(candidate)
+        seconds += time.perf_counter() - t0
+        current = (candidate, conv, validate())
+    met = steps[best]["target_met"]
     report = {
         "trigger": ("--fallback: the int8 gate failed" if fallback else f"recipe {recipe.name}"),
         "target": target.describe(), "target_met": met, "budget": budget,
-        "float_layers": list(floated),
+        "float_layers": list(floated), "chosen_step": best,
         "ranking": [{"name": s["name"], "added_noise": s["added_noise"], "sqnr_db": s["sqnr_db"]}
                     for s in ranking[:max(budget, 3)]],
         "ranked_by": (f"per-layer measurement of the all-int8 artifact on {layers.n_images} images "
