@@ -111,6 +111,40 @@ def summary_table(results: dict, mark_best: bool = True) -> Table:
     return Table(headers, rows, ["l"] * 4 + ["r"] * (len(headers) - 4))
 
 
+# The terminal's default table: what a decision needs, in 100 columns (the rest: --wide, report).
+COMPACT_COLUMNS = (
+    ("KB", "size_bytes", _kb),
+    ("median ms", "latency_median_ms", _num),
+    ("peak MB", "peak_rss_mb", lambda v: NA if v is None else f"{v:.0f}"),
+    ("accuracy", "accuracy", _pct),
+)
+
+
+def compact_table(results: dict) -> Table:
+    """The summary in at most 100 columns: one row per cell, the figures a choice needs."""
+    wide = summary_table(results)
+    cells = results.get("cells", [])
+    one_model = len({c["model"] for c in cells}) <= 1
+    index = {h: i for i, h in enumerate(wide.headers)}
+    keep = ([] if one_model else ["model"]) + ["backend", "precision", "status"]
+    headers = [{"precision": "prec"}.get(h, h) for h in keep] + [c[0] for c in COMPACT_COLUMNS] + \
+        ["drop", "gate", "mem/lat/acc"]
+    rows = []
+    for c, row in zip(cells, wide.rows):
+        status = row[index["status"]].replace("ok (static)", "static").replace("FAILED", "FAIL")
+        out = [row[index[h]] for h in keep[:-1]] + [status]
+        for title, name, _ in COMPACT_COLUMNS:
+            source = {"KB": "size KB"}.get(title, title)
+            out.append(row[index[source]].replace(" est.", "~"))
+        untrained = (c.get("validation") or {}).get("trained") is False
+        if untrained and out[-1] != NA:
+            out[-1] = "n/m"  # untrained: not meaningful
+        out += [row[index["drop pt"]].replace(" est.", "~"), row[index["gate"]],
+                row[index["budgets mem/lat/acc"]]]
+        rows.append(out)
+    return Table(headers, rows, ["l"] * len(keep) + ["r"] * (len(headers) - len(keep)))
+
+
 def notes_list(results: dict, validation_notes: bool = True) -> list[str]:
     """Failed cells with their errors, then the cells' notes (why figures are missing, how they
     were measured), each note once with the cells it applies to; with ``validation_notes`` also
@@ -329,8 +363,13 @@ def run_facts(results: dict) -> list[tuple[str, str]]:
                            f"p90 ≤ {dev.get('latency_budget_ms')} ms, accuracy drop ≤ "
                            f"{dev.get('accuracy_gate')} pt; threads {dev.get('threads')}"),
         ("measurement", f"batch 1, {run.get('runs')} timed runs after {run.get('warmup')} warm-up on "
-                        f"real digits test images, in a child process per artifact; accuracy on the "
-                        f"{run.get('calibration')} test split vs the fp32 PyTorch source"),
+                        f"each artifact's own held-out images, in a child process per artifact; "
+                        f"accuracy on the test split of the data below vs the fp32 PyTorch source"),
+        ("data", "; ".join(f"{m}: {d.get('spec')}" + ("" if d.get("trained", True) else
+                                                       " (untrained: accuracy not meaningful)")
+                           + (f" ({d['labels_note']})" if d.get("labels_note") else "")
+                           for m, d in (run.get("data") or {}).items())
+         or run.get("calibration") or NA),
         ("weights", "; ".join(f"{m}: {w}" for m, w in (run.get("weights") or {}).items()) or NA),
         ("command", run.get("command_line") or NA),
         ("versions", key_versions or NA),
@@ -536,9 +575,10 @@ def make_plots(results: dict) -> list[Plot]:
                           _png(_layers_figure(c)), layer_caption(c)))
     ops = _ops_figure(results)
     if ops is not None:
-        plots.append(Plot("operators", "Operator breakdown: slowest and fastest cell", _png(ops),
-                          "Time per run of the most expensive operators, from the runtime's own "
-                          "profiler (green: delegated). " + ops_note(results)))
+        shown = " and ".join(f"{which} {cell_name(c)}" for which, c in extreme_cells(results)[0])
+        plots.append(Plot("operators", f"Operator breakdown: {shown}", _png(ops),
+                          f"Time per run of the most expensive operators of {shown}, from the "
+                          f"runtime's own profiler (green: delegated). " + ops_note(results)))
     return plots
 
 
@@ -555,10 +595,19 @@ def md_table(t: Table) -> str:
     return "\n".join(lines)
 
 
-def _ship(results: dict) -> list[str]:
+def _ship(results: dict) -> list[tuple[str, list[str]]]:
+    """(line per device profile, why each cell does not qualify where nothing does)."""
     entries = results.get("ship") or what_to_ship(results)
     device = results.get("run", {}).get("device")
-    return [ship_line(e, device) for e in entries]
+    out = []
+    for entry in entries:
+        line = ship_line(entry, device)
+        why = [] if entry.get("cell") else [f"{' '.join(r['cell'])}: {r['why']}"
+                                            for r in entry.get("rejected", [])]
+        if why:
+            line = f"{entry['device']}: nothing qualifies, for these reasons per cell"
+        out.append((line, why))
+    return out
 
 
 def render_markdown(results: dict, plot_files: dict[str, str] | None = None) -> str:
@@ -568,7 +617,10 @@ def render_markdown(results: dict, plot_files: dict[str, str] | None = None) -> 
     out = [f"# lkca-edge bench — {', '.join(run.get('models') or [])} on {run.get('device')}",
            "", f"{n_ok} of {len(cells)} cells ok. {BEST} = best cell per metric among the ok cells.", ""]
     out += ["## What to ship", ""]
-    out += [f"- {line}" for line in _ship(results)] + [""]
+    for line, why in _ship(results):
+        out.append(f"- {_md_escape(line)}")
+        out += [f"    - {_md_escape(w)}" for w in why]
+    out.append("")
     out += ["## Results", "", md_table(summary_table(results)), ""]
     out += [LEGEND.format(device=run.get("device")), ""]
     notes = notes_list(results)
@@ -654,7 +706,9 @@ def render_html(results: dict, plots: list[Plot]) -> str:
             f'<p class="muted">{len(ok_cells(results))} of {len(cells)} cells ok · {e(str(run.get("time")))} · '
             f'{e(BEST)} = best cell per metric among the ok cells</p>',
             "<h2>What to ship</h2><ul class=\"ship\">"
-            + "".join(f"<li>{e(line)}</li>" for line in _ship(results)) + "</ul>",
+            + "".join(f"<li>{e(line)}" + ("<ul>" + "".join(f"<li>{e(w)}</li>" for w in why)
+                                          + "</ul>" if why else "") + "</li>"
+                      for line, why in _ship(results)) + "</ul>",
             "<h2>Results</h2>",
             html_table(summary_table(results), "results",
                        ["failed" if c.get("status") != "ok" else "" for c in cells]),

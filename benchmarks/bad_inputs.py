@@ -339,8 +339,8 @@ def cases(fx: dict) -> list[Case]:
     for i, (what, path) in enumerate(fx["ckpt"].items()):
         needle = {"missing": "checkpoint not found", "truncated": "not a readable checkpoint",
                   "random bytes": "not a readable checkpoint", "a text file": "not a readable checkpoint",
-                  "lkca-2m weights (another config)": "does not fit lkca-1m",
-                  "a vit-1m checkpoint (another family)": "is a vit model"}[what]
+                  "lkca-2m weights (another config)": "not lkca-1m",
+                  "a vit-1m checkpoint (another family)": "holds a vit model"}[what]
         cs.append(Case(f"export/checkpoint-{i}", f"checkpoint: {what}",
                        ["export", "lkca-1m", "--backend", "onnx", "--checkpoint", str(path),
                         "--out", str(out(f"ec{i}"))], needle, out(f"ec{i}")))
@@ -349,8 +349,9 @@ def cases(fx: dict) -> list[Case]:
                            ["train", "lkca-1m", "--epochs", "1", "--checkpoint", str(path),
                             "--out", str(out(f"tc{i}"))], needle, out(f"tc{i}")))
             cs.append(Case(f"bench/checkpoint-{i}", f"checkpoint: {what}",
-                           ["bench", "--backends", "onnx", "--precisions", "fp32", "--checkpoint",
-                            str(path), "--out", str(out(f"bc{i}")), *small_bench], needle, out(f"bc{i}")))
+                           ["bench", "--models", "lkca-1m", "--backends", "onnx", "--precisions",
+                            "fp32", "--checkpoint", str(path), "--out", str(out(f"bc{i}")),
+                            *small_bench], needle, out(f"bc{i}")))
 
     # images and image folders
     onnx = str(fx["onnx"])

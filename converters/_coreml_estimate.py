@@ -42,7 +42,8 @@ def estimate(model, values: dict[str, np.ndarray], compute_precision: str, image
                    + (", every op output rounded to fp16" if half else ", fp32 activations")
                    + ("; activation quantization not modelled" if activation_quantized else "")),
            "top1_agreement": m["top1_agreement"], "max_abs_err": m["max_abs_err"],
-           "mean_abs_err": m["mean_abs_err"]}
+           "mean_abs_err": m["mean_abs_err"], "cosine": m["cosine"],
+           "decisive_agreement": m["decisive_agreement"], "n_decisive": m["n_decisive"]}
     if labels is not None:
         out["accuracy"], out["reference_accuracy"] = m["accuracy"], m["reference_accuracy"]
     return out

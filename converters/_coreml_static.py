@@ -14,10 +14,14 @@ INT8_STEPS = 1.0  # dequantized int8 weight within one quantization step of its 
 MAX_LISTED = 5  # failures listed by name; the rest are counted
 
 
-def check_interface(info: dict, model) -> list[str]:
-    c = model.config
-    want_in = [1, c.in_channels, c.image_size, c.image_size]
-    want_out = [1, c.num_classes]
+def check_interface(info: dict, model, example: np.ndarray | None = None) -> list[str]:
+    """One float32 image input of the model's shape, one float32 logits output, compute ops."""
+    from lkca_edge.converters.base import num_outputs
+
+    c = getattr(model, "config", None)
+    want_in = ([1, c.in_channels, c.image_size, c.image_size] if c is not None
+               else [1, *example.shape[1:]])
+    want_out = [1, num_outputs(model, example[:1] if example is not None else None)]
     fails = []
     ins, outs = info["inputs"], info["outputs"]
     if len(ins) != 1 or ins[0].get("shape") != want_in or ins[0].get("dtype") != "float32":

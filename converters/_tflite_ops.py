@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier at bytes 4..8 of every .tflite
 _NOT_ISOLATED = {"RESHAPE": "already a data-movement op",
                  "QUANTIZE": "changes the tensor type", "DEQUANTIZE": "changes the tensor type",
                  "CAST": "changes the tensor type"}
@@ -154,8 +155,6 @@ def trivialized(content: bytes, op_type: str) -> bytes | None:
     """``content`` with every ``op_type`` op replaced by data movement, or None when some op of
     the class has no such replacement."""
     import flatbuffers
-
-    from lkca_edge.converters.tflite import TFLITE_IDENTIFIER
 
     s = _schema()
     model = s.ModelT.InitFromObj(s.Model.GetRootAs(content, 0))

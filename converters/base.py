@@ -251,3 +251,20 @@ def float_io(example: np.ndarray, num_classes: int, input_name: str = "images",
     """The I/O of a float32 (N, C, H, W) -> (N, classes) artifact."""
     return ([io_spec(input_name, example.shape, "float32")],
             [io_spec(output_name, (example.shape[0], num_classes), "float32")])
+
+
+def num_outputs(model, example: np.ndarray) -> int:
+    """The number of logits ``model`` returns per image: its config's classes for a zoo network,
+    else one forward pass on ``example`` (any torch module)."""
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "num_classes"):
+        return int(config.num_classes)
+    import torch
+
+    with torch.no_grad():
+        return int(model(torch.from_numpy(np.ascontiguousarray(example, np.float32))).shape[-1])
+
+
+def model_name(model) -> str:
+    """A zoo network's name, else the class name of a user's own torch module."""
+    return getattr(model, "zoo_name", None) or type(model).__name__

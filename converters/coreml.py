@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lkca_edge.converters.base import (Backend, ConversionResult, Recipe, Runner, float_io,
-                                       register_backend)
+                                       model_name, num_outputs, register_backend)
 from lkca_edge.errors import UserError, first_line
 from lkca_edge.logs import quiet
 
@@ -137,7 +137,7 @@ class CoreMLBackend(Backend):
             mlmodel = self._quantize_weights(mlmodel)
         self._describe(mlmodel, model, recipe)
         mlmodel.save(str(out_path))
-        inputs, outputs = float_io(example, model.config.num_classes, INPUT_NAME, OUTPUT_NAME)
+        inputs, outputs = float_io(example, num_outputs(model, example), INPUT_NAME, OUTPUT_NAME)
         return ConversionResult(inputs, outputs, self.inspect(out_path))
 
     # -- steps -----------------------------------------------------------------------------------
@@ -184,12 +184,12 @@ class CoreMLBackend(Backend):
 
     @staticmethod
     def _describe(mlmodel, model, recipe: CoreMLRecipe) -> None:
-        mlmodel.short_description = (f"{model.zoo_name} logits, {recipe.name} recipe "
+        mlmodel.short_description = (f"{model_name(model)} logits, {recipe.name} recipe "
                                      f"({recipe.description})")
         mlmodel.input_description[INPUT_NAME] = ("float32 (1, C, H, W) image, normalized as the "
                                                  "manifest's preprocessing says")
         mlmodel.output_description[OUTPUT_NAME] = "float32 (1, classes) logits"
-        mlmodel.user_defined_metadata.update({"lkca_edge.model": model.zoo_name,
+        mlmodel.user_defined_metadata.update({"lkca_edge.model": model_name(model),
                                               "lkca_edge.recipe": recipe.name})
 
     # -- run -------------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ class CoreMLBackend(Backend):
         path = Path(path)
         model = model.export_module() if hasattr(model, "export_module") else model
         info = self.inspect(path)
-        failures = _coreml_static.check_interface(info, model)
+        failures = _coreml_static.check_interface(info, model, images)
         program = self._read_program(path)
         stored = _coreml_static.stored_tensors(program)
         report = _coreml_static.match_weights(stored, model)

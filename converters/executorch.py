@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lkca_edge.converters.base import (Backend, ConversionResult, Recipe, Runner, float_io,
-                                       register_backend)
+                                       num_outputs, register_backend)
 from lkca_edge.errors import UserError, first_line
 from lkca_edge.logs import quiet
 
@@ -231,7 +231,7 @@ class ExecuTorchBackend(Backend):
         from lkca_edge.converters._pt2e import torch_threads
         from lkca_edge.converters._rewrites import explicit_norms, keep_layers_float
 
-        num_classes = model.config.num_classes
+        num_classes = num_outputs(model, example)
         x = torch.from_numpy(np.ascontiguousarray(example, np.float32))
         with torch.no_grad(), torch_threads(1):
             keep_float = ()

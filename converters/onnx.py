@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lkca_edge.converters.base import (Backend, ConversionResult, Recipe, Runner, float_io,
-                                       register_backend)
+                                       num_outputs, register_backend)
 from lkca_edge.errors import UserError, first_line
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -276,7 +276,7 @@ class OnnxBackend(Backend):
         import onnx
 
         onnx.checker.check_model(str(out_path))
-        inputs, outputs = float_io(example, model.config.num_classes, INPUT_NAME, OUTPUT_NAME)
+        inputs, outputs = float_io(example, num_outputs(model, example), INPUT_NAME, OUTPUT_NAME)
         return ConversionResult(inputs, outputs, {"opset": OPSET, **self.inspect(out_path)})
 
     # -- steps -----------------------------------------------------------------------------------

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lkca_edge.converters._tflite_ops import TFLITE_IDENTIFIER
 from lkca_edge.converters.base import (Backend, ConversionResult, Recipe, Runner, io_spec,
                                        register_backend)
 from lkca_edge.errors import BackendUnavailable, UserError, first_line
 from lkca_edge.logs import debug_enabled, quiet
 
-TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier at bytes 4..8 of every .tflite
 
 RECIPES = {
     r.name: r for r in (

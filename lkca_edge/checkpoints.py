@@ -86,9 +86,13 @@ def _own_format(obj: dict, path: Path) -> dict:
         state = obj["state_dict"]
     except (KeyError, TypeError) as exc:
         raise UserError(f"checkpoint {path} is missing or has a bad field: {exc}") from None
+    data = obj.get("data", obj.get("dataset"))  # "dataset": a spec string, in older files
+    if data is not None:
+        from lkca_edge.datarecord import DataRecord
+
+        data = DataRecord.from_dict(data, f"checkpoint {path}")
     return {"format": FORMAT, "state_dict": state, "config": config, "preprocessing": prep,
-            "model": obj.get("model"), "metrics": obj.get("metrics", {}),
-            "dataset": obj.get("dataset")}
+            "model": obj.get("model"), "metrics": obj.get("metrics", {}), "data": data}
 
 
 def _find_state_dict(obj) -> dict | None:
@@ -141,37 +145,126 @@ def load_state(model: VisionTransformer, state: dict, source: str | Path) -> Non
     model.load_state_dict({k: state[k].float() for k in own}, strict=True)
 
 
-def build_from_checkpoint(spec, path: str | Path, form: str | None = None, **overrides):
-    """Build ``spec``'s network and fill it from ``path`` (any supported checkpoint format)."""
-    from lkca_edge.zoo import resolve_config
+ARCHITECTURE = ("family", "dim", "depth", "heads", "mlp_ratio")  # what a name must agree on
 
-    if spec.family == "vit" and form is not None:
-        raise UserError(f"{spec.name} is a softmax-attention ViT; --form applies only to LKCA models")
+
+def infer_config(state: dict, source: str | Path, heads: int | None = None) -> ModelConfig:
+    """The architecture of a state dict in our layout (the paper's is mapped to it first),
+    read from its tensor shapes: a checkpoint of any size loads with its own config."""
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state:
+            raise UserError(f"checkpoint {source}: tensor {key} is missing, so its architecture "
+                            f"cannot be read from it")
+        return tuple(state[key].shape)
+
+    dim, patch_dim = shape("patch_embed.weight")
+    tokens = shape("pos_embedding")[1]
+    depth = 1 + max((int(k.split(".")[1]) for k in state if k.startswith("blocks.")), default=-1)
+    if depth < 1:
+        raise UserError(f"checkpoint {source} holds no transformer blocks")
+    hidden = shape("blocks.0.mlp.fc1.weight")[0]
+    num_classes = shape("head.weight")[0]
+    lkca = "blocks.0.mixer.kernel" in state
+    if lkca:
+        side = shape("blocks.0.mixer.kernel")[-1]
+        grid = (side + 1) // 2
+        if grid * grid not in (tokens, tokens - 1):
+            raise UserError(f"checkpoint {source}: its {side}x{side} kernel and {tokens} positions "
+                            f"disagree about the token grid")
+    else:
+        grid = int(round((tokens - (0 if int(tokens ** 0.5) ** 2 == tokens else 1)) ** 0.5))
+        if heads is None:
+            raise UserError(f"checkpoint {source} is a softmax ViT in a layout that does not record "
+                            f"its number of heads; name the zoo model it belongs to (e.g. vit-1m)")
+    in_channels = 3
+    patch = int(round((patch_dim / in_channels) ** 0.5))
+    if patch * patch * in_channels != patch_dim or hidden % dim:
+        raise UserError(f"checkpoint {source}: patch embedding {patch_dim} or MLP width {hidden} "
+                        f"does not fit an RGB LKCA/ViT of dim {dim}")
+    config = ModelConfig("lkca" if lkca else "vit", dim=dim, depth=depth, heads=1 if lkca else heads,
+                         mlp_ratio=hidden // dim, image_size=grid * patch, patch_size=patch,
+                         in_channels=in_channels, num_classes=num_classes)
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise UserError(f"checkpoint {source}: {exc}") from None
+    return config
+
+
+def model_name_for(config: ModelConfig, recorded: str | None = None) -> str:
+    """The zoo name whose architecture this is (the recorded one first), else a descriptive one."""
+    from lkca_edge.zoo import get_spec, list_models
+
+    candidates = ([recorded] if recorded else []) + [s.name for s in list_models()]
+    for name in candidates:
+        try:
+            spec = get_spec(name)
+        except UserError:
+            continue
+        if all(getattr(spec.config, f) == getattr(config, f) for f in ARCHITECTURE):
+            return spec.name
+    return recorded or f"{config.family}-d{config.dim}x{config.depth}"
+
+
+def _check_name(spec, config: ModelConfig, path) -> None:
+    """A zoo name given with a checkpoint must be the checkpoint's architecture."""
+    differ = [f for f in ARCHITECTURE if getattr(spec.config, f) != getattr(config, f)]
+    if differ:
+        have = ", ".join(f"{f} {getattr(config, f)}" for f in ARCHITECTURE[1:]
+                         if f != "heads" or config.family == "vit")
+        want = ", ".join(f"{f} {getattr(spec.config, f)}" for f in differ)
+        raise UserError(f"checkpoint {path} holds a {config.family} model with {have} "
+                        f"({model_name_for(config)}), not {spec.name} ({want}); drop the model "
+                        f"name to use the checkpoint's own architecture")
+
+
+def _check_overrides(config: ModelConfig, overrides: dict, path) -> None:
+    """Overrides equal to the checkpoint's own values are fine; others cannot fit its weights."""
+    for key, value in overrides.items():
+        if value is not None and getattr(config, key) != value:
+            raise UserError(f"checkpoint {path} is for {key.replace('_', ' ')} "
+                            f"{getattr(config, key)}; --{key.replace('_', '-')} {value} does not fit "
+                            f"its weights (train a new model with it, or drop the option)")
+
+
+def build_from_checkpoint(path: str | Path, spec=None, form: str | None = None, **overrides):
+    """A network built from ``path`` (any supported format) with the checkpoint's own
+    architecture; ``spec`` (a zoo entry the user named) must agree with it."""
     ckpt = read_checkpoint(path)
     if ckpt["format"] == FORMAT:
-        if ckpt["config"].family != spec.family:
-            raise UserError(f"checkpoint {path} is a {ckpt['config'].family} model ({ckpt['model']}), "
-                            f"not {spec.name}")
-        config = resolve_config(ckpt["config"], **overrides)
-        prep = ckpt["preprocessing"]
-        if prep.image_size != config.image_size:
-            prep = Preprocessing.from_dict({**prep.to_dict(), "image_size": config.image_size})
+        config, prep, recorded = ckpt["config"], ckpt["preprocessing"], ckpt.get("model")
+        try:
+            config.validate()
+        except ValueError as exc:
+            raise UserError(f"checkpoint {path}: {exc}") from None
     else:
-        config = resolve_config(spec.config, **overrides)
+        heads = spec.config.heads if spec is not None and spec.family == "vit" else None
+        config = infer_config(ckpt["state_dict"], path, heads=heads)
         prep = Preprocessing.from_dict({**OFFICIAL_PREPROCESSING.to_dict(),
                                         "image_size": config.image_size})
-    model = build_model(spec.name, config, prep, form=None)
+        recorded = None
+    if spec is not None:
+        _check_name(spec, config, path)
+    _check_overrides(config, overrides, path)
+    if config.family == "vit" and form is not None:
+        raise UserError(f"checkpoint {path} is a softmax-attention ViT; --form applies only to LKCA models")
+    if prep.image_size != config.image_size:
+        prep = Preprocessing.from_dict({**prep.to_dict(), "image_size": config.image_size})
+    name = spec.name if spec is not None else model_name_for(config, recorded)
+    model = build_model(name, config, prep, form=None)
     load_state(model, ckpt["state_dict"], path)
     if form is not None:
         model.set_form(form)
     elif config.family == "lkca":
         model.set_form("conv")  # recompute anything derived from the loaded kernels
-    model.checkpoint_info = {"path": str(path), "format": ckpt["format"],
-                             "metrics": ckpt.get("metrics", {}), "dataset": ckpt.get("dataset")}
+    model.checkpoint_info = {"path": str(Path(path).resolve()), "format": ckpt["format"],
+                             "metrics": ckpt.get("metrics", {})}
+    model.data_record = ckpt.get("data")
+    model.trained = True
     return model.eval()
 
 
-def save_checkpoint(model: VisionTransformer, path: str | Path, dataset: str | None = None,
+def save_checkpoint(model: VisionTransformer, path: str | Path, data=None,
                     metrics: dict | None = None) -> Path:
     """Write weights + config + preprocessing atomically (readable with weights_only=True)."""
     payload = {
@@ -179,7 +272,7 @@ def save_checkpoint(model: VisionTransformer, path: str | Path, dataset: str | N
         "model": model.zoo_name,
         "config": asdict(model.config),
         "preprocessing": model.preprocessing.to_dict(),
-        "dataset": dataset,
+        "data": data.to_dict() if hasattr(data, "to_dict") else data,
         "metrics": metrics or {},
         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
     }

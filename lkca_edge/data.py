@@ -1,24 +1,27 @@
 """Real image data: scikit-learn's digits (embedded), CIFAR-10/100 and image folders from disk.
 
-Every command names data the same way: ``digits`` (default), ``cifar10:DIR``, ``cifar100:DIR``
-or ``folder:DIR``. Images come out preprocessed by the model's ``Preprocessing`` as float32
+Every command names data the same way: ``digits``, ``cifar10:DIR``, ``cifar100:DIR`` or
+``folder:DIR``. Images come out preprocessed by the model's ``Preprocessing`` as float32
 (N, 3, H, W) arrays with a fixed, seeded train/val/test split. numpy + Pillow only (no torch).
+
+A ``DataRecord`` says which data a model was trained on, or an artifact calibrated and validated
+on (kind, absolute path, label names in order, split seed); checkpoints and manifests carry it,
+and every command defaults to the data its model records.
 """
 
 from __future__ import annotations
 
 import io
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from lkca_edge.errors import UserError, unknown_name
+from lkca_edge.datarecord import DIGIT_LABELS, KINDS, SPLIT_SEED, DataRecord, parse_spec
+from lkca_edge.errors import UserError
 from lkca_edge.preprocessing import IMAGE_SUFFIXES, Preprocessing
-
-SPLIT_SEED = 0
 
 
 @dataclass
@@ -31,15 +34,21 @@ class Dataset:
     val_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
-
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        if name not in ("train", "val", "test"):
-            raise unknown_name("split", name, ["train", "val", "test"])
-        return getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
+    test_pixels: np.ndarray | None = None   # (N, H, W, 3) uint8 RGB behind test_x
+    record: DataRecord | None = None
+    note: str = ""                           # how its labels were matched to a model's
 
     def calibration(self, size: int) -> np.ndarray:
         """The first ``size`` training images (calibration never sees the test split)."""
         return self.train_x[: max(1, size)]
+
+    def relabelled(self, match, model_labels) -> "Dataset":
+        """The same images with labels mapped onto a model's classes (``labels.LabelMatch``)."""
+        if match.remap is None and not match.note:
+            return self
+        return replace(self, labels=tuple(model_labels) or self.labels,
+                       train_y=match.apply(self.train_y), val_y=match.apply(self.val_y),
+                       test_y=match.apply(self.test_y), note=match.note)
 
 
 def _to_uint8_rgb(images: np.ndarray, prep: Preprocessing) -> np.ndarray:
@@ -58,10 +67,19 @@ def _seeded_split(n: int, test: float, val: float) -> tuple[np.ndarray, np.ndarr
     return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
 
 
-def _from_split(name, labels, pixels, y, prep, train, val, test) -> Dataset:
-    x = prep.normalize(_to_uint8_rgb(pixels, prep))
+def _from_split(name, labels, pixels, y, prep, train, val, test, path=None) -> Dataset:
+    rgb = _to_uint8_rgb(pixels, prep)
+    return _dataset(name, labels, rgb, y, prep, train, val, test, path)
+
+
+def _dataset(name, labels, rgb, y, prep, train, val, test, path=None) -> Dataset:
+    """A Dataset from (N, H, W, 3) uint8 RGB images at the model's size and their labels."""
+    x = prep.normalize(rgb)
     y = np.asarray(y, np.int64)
-    return Dataset(name, tuple(labels), x[train], y[train], x[val], y[val], x[test], y[test])
+    kind = name.split(":")[0]
+    record = DataRecord(kind, path, tuple(labels))
+    return Dataset(name, tuple(labels), x[train], y[train], x[val], y[val], x[test], y[test],
+                   test_pixels=np.ascontiguousarray(rgb[test]), record=record)
 
 
 def load_digits(prep: Preprocessing, _arg: str | None = None) -> Dataset:
@@ -71,8 +89,7 @@ def load_digits(prep: Preprocessing, _arg: str | None = None) -> Dataset:
     d = sk_digits()
     pixels = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 ink levels -> 0..255
     train, val, test = _seeded_split(len(pixels), test=0.2, val=0.1)
-    return _from_split("digits", [str(i) for i in range(10)], pixels, d.target, prep,
-                       train, val, test)
+    return _from_split("digits", DIGIT_LABELS, pixels, d.target, prep, train, val, test)
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -115,8 +132,6 @@ def _read_cifar_batch(path: Path) -> dict:
 
 def _cifar(prep: Preprocessing, directory: str | None, coarse: bool) -> Dataset:
     kind = "cifar100" if coarse else "cifar10"
-    if not directory:
-        raise UserError(f"{kind} needs a directory: --dataset {kind}:DIR")
     root = Path(directory)
     if not root.is_dir():
         raise UserError(f"{kind} directory not found: {root}")
@@ -149,7 +164,8 @@ def _cifar(prep: Preprocessing, directory: str | None, coarse: bool) -> Dataset:
     order = np.random.default_rng(SPLIT_SEED).permutation(n_train)
     n_val = n_train // 10
     test = np.arange(n_train, len(pixels))
-    return _from_split(kind, labels, pixels, y, prep, order[n_val:], order[:n_val], test)
+    return _from_split(kind, labels, pixels, y, prep, order[n_val:], order[:n_val], test,
+                       path=str(root.resolve()))
 
 
 def load_cifar10(prep: Preprocessing, directory: str | None) -> Dataset:
@@ -162,8 +178,6 @@ def load_cifar100(prep: Preprocessing, directory: str | None) -> Dataset:
 
 def load_folder(prep: Preprocessing, directory: str | None) -> Dataset:
     """One subfolder per class of PNG/JPEG images; seeded 70/10/20 split."""
-    if not directory:
-        raise UserError("folder needs a directory: --dataset folder:DIR")
     root = Path(directory)
     if not root.is_dir():
         raise UserError(f"image folder not found: {root}")
@@ -177,11 +191,10 @@ def load_folder(prep: Preprocessing, directory: str | None) -> Dataset:
     if not files:
         raise UserError(f"no images found in {root} (expected one subfolder per class with "
                         f"{', '.join(IMAGE_SUFFIXES)} files)")
-    x = np.concatenate([prep.load_image(f) for f in files])
-    y = np.asarray(y, np.int64)
+    rgb = np.stack([prep.load_rgb(f) for f in files])
     train, val, test = _seeded_split(len(files), test=0.2, val=0.1)
-    return Dataset(f"folder:{root}", tuple(classes), x[train], y[train], x[val], y[val],
-                   x[test], y[test])
+    path = str(root.resolve())
+    return _dataset(f"folder:{path}", classes, rgb, y, prep, train, val, test, path=path)
 
 
 DATASETS: dict[str, Callable[[Preprocessing, str | None], Dataset]] = {
@@ -190,11 +203,38 @@ DATASETS: dict[str, Callable[[Preprocessing, str | None], Dataset]] = {
     "cifar100": load_cifar100,
     "folder": load_folder,
 }
+assert tuple(DATASETS) == KINDS
 
 
 def load_dataset(spec: str, prep: Preprocessing) -> Dataset:
     """``digits`` | ``cifar10:DIR`` | ``cifar100:DIR`` | ``folder:DIR`` -> preprocessed Dataset."""
-    kind, _, arg = spec.partition(":")
-    if kind not in DATASETS:
-        raise unknown_name("dataset", kind, [f"{k}{'' if k == 'digits' else ':DIR'}" for k in DATASETS])
-    return DATASETS[kind](prep, arg or None)
+    kind, path = parse_spec(spec)
+    return DATASETS[kind](prep, path)
+
+
+def recorded_spec(given: str | None, recorded, option: str, what: str) -> str:
+    """The data set to use: ``given`` (the user's option) wins; else the ``recorded`` one
+    (a DataRecord, its dict or a spec string), which must still exist. Never a silent default."""
+    if given:
+        return given
+    if recorded is None:
+        raise UserError(f"{what} records no data set; name one with {option} SPEC "
+                        f"(digits, cifar10:DIR, cifar100:DIR or folder:DIR)")
+    record = recorded if isinstance(recorded, DataRecord) else DataRecord.from_dict(recorded, what)
+    why = record.missing()
+    if why:
+        raise UserError(f"{what} was made with the data set {record.spec}, but {why}; pass "
+                        f"{option} SPEC to use other data (its labels are matched by name)")
+    return record.spec
+
+
+def load_for_model(spec: str, prep: Preprocessing, model_labels, num_classes: int,
+                   model_name: str) -> Dataset:
+    """Load ``spec`` and map its labels onto the model's classes by name (``labels``);
+    ``Dataset.note`` says what was done."""
+    from lkca_edge.labels import match_labels
+
+    data = load_dataset(spec, prep)
+    match = match_labels(model_labels, data.labels, num_classes, data_name=data.name,
+                         model_name=model_name)
+    return data.relabelled(match, model_labels)

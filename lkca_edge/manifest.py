@@ -1,8 +1,10 @@
 """Artifact manifests: ``<artifact>.manifest.json`` beside every artifact.
 
 A manifest says what the artifact is (model, config, form, backend, recipe, precision), how it
-was made (calibration, tool versions, time), how to feed it (I/O, preprocessing), that it is
-the same file (sha256) and how it validated. No torch import.
+was made (calibration, tool versions, time), which data it was calibrated and validated on (a
+data record with its label names), how to feed it (I/O, preprocessing), that it is the same file
+(sha256) and how it validated, with the validation pack that lets any machine re-validate it.
+No torch import.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 from lkca_edge.errors import UserError
 from lkca_edge.fileio import write_json
 
-SCHEMA = "lkca-edge-manifest/1"
+SCHEMA = "lkca-edge-manifest/2"
+READABLE_SCHEMAS = ("lkca-edge-manifest/1", SCHEMA)  # /1 had no data record, pack or trained
 
 
 def sha256_of(path: str | Path) -> str:
@@ -64,6 +67,9 @@ class Manifest:
     validation: dict | None = None
     params: int = 0
     macs: int = 0
+    data: dict | None = None             # the data set calibrated and validated on (a DataRecord)
+    validation_pack: dict | None = None  # {file, sha256, size_bytes, n_images, split}
+    trained: bool = True                 # False: an untrained zoo config (accuracy not meaningful)
 
     @staticmethod
     def path_for(artifact: str | Path) -> Path:
@@ -77,7 +83,7 @@ class Manifest:
     def from_dict(cls, d: dict, source: str = "manifest") -> "Manifest":
         if not isinstance(d, dict):
             raise UserError(f"{source}: not a JSON object")
-        if d.get("schema") != SCHEMA:
+        if d.get("schema") not in READABLE_SCHEMAS:
             raise UserError(f"{source}: unsupported manifest schema {d.get('schema')!r} (expected {SCHEMA})")
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
@@ -88,10 +94,23 @@ class Manifest:
         except TypeError as exc:
             raise UserError(f"{source}: bad manifest ({exc})") from None
         for name, typ in (("artifact", str), ("sha256", str), ("backend", str), ("model", str),
-                          ("precision", str), ("preprocessing", dict), ("recipe", dict)):
+                          ("precision", str), ("preprocessing", dict), ("recipe", dict),
+                          ("trained", bool)):
             if not isinstance(getattr(m, name), typ):
                 raise UserError(f"{source}: manifest field {name!r} must be a {typ.__name__}")
+        for name in ("data", "validation_pack", "calibration", "validation"):
+            if getattr(m, name) is not None and not isinstance(getattr(m, name), dict):
+                raise UserError(f"{source}: manifest field {name!r} must be an object or null")
         return m
+
+    def data_record(self):
+        """The data set this artifact was calibrated and validated on (None when unrecorded)."""
+        from lkca_edge.datarecord import DataRecord
+
+        if self.data is not None:
+            return DataRecord.from_dict(self.data, "manifest field 'data'")
+        legacy = (self.calibration or {}).get("dataset")  # schema /1 recorded only the spec
+        return DataRecord.from_dict(legacy) if isinstance(legacy, str) else None
 
     def write(self, artifact: str | Path) -> Path:
         return write_json(self.path_for(artifact), self.to_dict())

@@ -212,6 +212,22 @@ class VisionTransformer(nn.Module):
         object.__setattr__(self, "_fused", FusedTransformer(self) if form == "fused" else None)
         return self
 
+    def replace_head(self, num_classes: int) -> "VisionTransformer":
+        """A fresh classifier head for ``num_classes`` (transfer learning); everything before it
+        keeps its weights. Seeded like construction, so a fine-tune repeats exactly."""
+        from dataclasses import replace
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            head = nn.Linear(self.config.dim, num_classes)
+            nn.init.trunc_normal_(head.weight, std=0.02)
+            nn.init.zeros_(head.bias)
+        self.head = head.to(self.pos_embedding.device)
+        self.config = replace(self.config, num_classes=num_classes)
+        if self._fused is not None:
+            self.set_form("fused")
+        return self
+
     def patchify(self, images: torch.Tensor) -> torch.Tensor:
         return patchify(images, self.config.patch_size)
 

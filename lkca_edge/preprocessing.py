@@ -95,8 +95,9 @@ class Preprocessing:
             image = image.resize(size, getattr(Image.Resampling, self.resize.upper()))
         return np.asarray(image, dtype=np.uint8)
 
-    def load_image(self, path: str | Path) -> np.ndarray:
-        """Read an image file -> (1, 3, H, W) float32 model input. One clear error on bad files."""
+    def load_rgb(self, path: str | Path) -> np.ndarray:
+        """Read an image file -> (H, W, 3) uint8 RGB at the model's size. One clear error on bad
+        files."""
         from PIL import Image, UnidentifiedImageError
 
         path = Path(path)
@@ -107,7 +108,10 @@ class Preprocessing:
         try:
             with Image.open(path) as im:
                 im.load()
-                rgb = self.resize_rgb(im)
+                return self.resize_rgb(im)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise UserError(f"{path} is not a readable image ({type(exc).__name__}: {exc})") from None
-        return self.normalize(rgb[None])
+
+    def load_image(self, path: str | Path) -> np.ndarray:
+        """Read an image file -> (1, 3, H, W) float32 model input. One clear error on bad files."""
+        return self.normalize(self.load_rgb(path)[None])

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from lkca_edge.data import Dataset
+from lkca_edge.errors import UserError
 from lkca_edge.evaluation import evaluate
 from lkca_edge.progress import progress
 
@@ -26,6 +27,26 @@ class TrainConfig:
     max_shift: int = 2  # random translation in pixels (augmentation)
     seed: int = 0
     threads: int | None = None
+
+    def check(self) -> None:
+        """One line for a setting that cannot train (before any work is done)."""
+        def integer(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not integer(self.epochs) or self.epochs < 1:
+            raise UserError(f"--epochs must be at least 1, got {self.epochs}")
+        if not integer(self.batch_size) or self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise UserError(f"--lr must be a finite number above 0, got {self.lr}")
+        if not integer(self.seed) or self.seed < 0:
+            raise UserError(f"--seed must be 0 or more, got {self.seed}")
+        if self.threads is not None and (not integer(self.threads) or self.threads < 1):
+            raise UserError(f"--threads must be at least 1, got {self.threads}")
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or Inf: training stops and no checkpoint is written."""
 
 
 @dataclass
@@ -52,7 +73,12 @@ def _shift(batch: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.T
 
 
 def train(model: torch.nn.Module, data: Dataset, cfg: TrainConfig, show_progress: bool = True) -> TrainResult:
-    """Train ``model`` in place with AdamW + warm-up/cosine; keep the best-val weights."""
+    """Train ``model`` in place with AdamW + warm-up/cosine; keep the best-val weights. Stops
+    with ``TrainingDiverged`` at the first non-finite loss (the model is then left as it was)."""
+    cfg.check()
+    if len(data.train_x) == 0:
+        raise UserError(f"{data.name} has no training images")
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     if cfg.threads:
@@ -83,6 +109,14 @@ def train(model: torch.nn.Module, data: Dataset, cfg: TrainConfig, show_progress
                 idx = order[i:i + cfg.batch_size]
                 logits = model(_shift(x[idx], cfg.max_shift, gen))
                 loss = F.cross_entropy(logits, y[idx], label_smoothing=cfg.label_smoothing)
+                if not torch.isfinite(loss):
+                    model.load_state_dict(initial)
+                    if form is not None:
+                        model.set_form(form)
+                    model.eval()
+                    raise TrainingDiverged(
+                        f"training stopped at epoch {epoch + 1}, step {i // cfg.batch_size + 1}: "
+                        f"the loss is {loss.item()} (lr {cfg.lr:g}); no checkpoint written")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -98,6 +132,12 @@ def train(model: torch.nn.Module, data: Dataset, cfg: TrainConfig, show_progress
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if best_state is not None:
         model.load_state_dict(best_state)
+    bad = next((k for k, v in model.state_dict().items()
+                if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        model.load_state_dict(initial)
+        raise TrainingDiverged(f"training ended with non-finite weights ({bad}; lr {cfg.lr:g}); "
+                               f"no checkpoint written")
     if form is not None:
         model.set_form(form)
     model.eval()

@@ -254,7 +254,7 @@ def runner_kind(runner: Path, backend: str) -> str:
 
 
 def profile_over_adb(artifact: Path, manifest, profile, runner, threads, runs, warmup, op_runs,
-                     serial, timeout, base: dict):
+                     serial, timeout, base: dict, timing=None):
     from lkca_edge.budgets import make_verdict
     from lkca_edge.profiles.schema import LatencyStats, ProfileResult
 
@@ -301,20 +301,18 @@ def profile_over_adb(artifact: Path, manifest, profile, runner, threads, runs, w
             cmd = (f"{remote_runner} --model_path={remote_model} --num_executions={runs} "
                    f"--cpu_threads={used}")
             input_note = "inputs: executor_runner's default (all ones)"
-            if manifest.inputs and manifest.inputs[0].get("dtype") == "float32":
+            if timing is not None and manifest.inputs and manifest.inputs[0].get("dtype") == "float32":
                 import tempfile
-
-                from lkca_edge.profiles.local import prepare_inputs
 
                 with tempfile.TemporaryDirectory() as tmp:
                     import numpy as np
 
-                    x = np.load(prepare_inputs(manifest, Path(tmp), 1)["inputs"])
+                    x = timing.images
                     raw = Path(tmp) / "input0.bin"
                     raw.write_bytes(np.ascontiguousarray(x[:1], np.float32).tobytes())
                     dev.push(raw, f"{REMOTE_DIR}/input0.bin")
                 cmd += f" --inputs={REMOTE_DIR}/input0.bin"
-                input_note = "inputs: one real digits test image (raw float32)"
+                input_note = f"inputs: one real image (raw float32): {timing.description}"
             parsed = parse_executor_runner(dev.shell(cmd, "executor_runner"))
             parsed.setdefault("ops", [])
             notes.append(f"{input_note}; executor_runner reports only the mean over all "

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from lkca_edge.budgets import make_verdict
@@ -50,28 +51,58 @@ def plan_threads(device, threads: int | None, cpus: list[int]) -> dict:
             "label": label, "note": note, "capped": used < asked}
 
 
-def prepare_inputs(manifest, work: Path, n: int = DEFAULT_IMAGES) -> dict:
-    """Real digits test images, preprocessed with the manifest's preprocessing, saved as .npy."""
-    import numpy as np
+@dataclass
+class TimingImages:
+    """The real images a profile cycles through, and where they came from."""
 
-    from lkca_edge.data import load_digits
+    images: object          # (N, C, H, W) float32, preprocessed for the artifact
+    labels: object | None   # (N,) model class indices, for a sanity top-1 (None when unknown)
+    description: str
+
+
+def timing_images(artifact: Path, manifest, dataset: str | None = None,
+                  n: int = DEFAULT_IMAGES) -> TimingImages:
+    """The artifact's validation pack (its own held-out images), or ``dataset``'s test split
+    with labels matched to the model's; never a silent stand-in."""
     from lkca_edge.preprocessing import Preprocessing
 
     prep = Preprocessing.from_dict(manifest.preprocessing)
-    data = load_digits(prep)
-    x, y = data.test_x[:n], data.test_y[:n]
+    if dataset is None and manifest.validation_pack:
+        from lkca_edge.validation_pack import read_pack
+
+        pack = read_pack(artifact, manifest.validation_pack)
+        k = min(n, len(pack))
+        spec = (manifest.data or {}).get("spec") or "the export data"
+        return TimingImages(pack.images(prep)[:k], pack.labels[:k],
+                            f"{k} real held-out images of {spec} from the artifact's validation "
+                            f"pack, cycled through the timed runs")
+    from lkca_edge.data import load_for_model, recorded_spec
+
+    spec = recorded_spec(dataset, manifest.data_record(), "--dataset", artifact.name)
+    classes = int((manifest.config or {}).get("num_classes") or 0)
+    data = load_for_model(spec, prep, prep.labels, classes, manifest.model)
+    k = min(n, len(data.test_x))
+    return TimingImages(data.test_x[:k], data.test_y[:k],
+                        f"{k} real images from the test split of {spec}, preprocessed with the "
+                        f"manifest's preprocessing, cycled through the timed runs"
+                        + (f" ({data.note})" if data.note else ""))
+
+
+def save_inputs(manifest, work: Path, timing: TimingImages) -> dict:
+    """The images as .npy files for the measuring child, checked against the artifact's input."""
+    import numpy as np
+
+    x = timing.images
     shape = (manifest.inputs[0].get("shape") if manifest.inputs else None) or []
     if shape and list(x.shape[1:]) != [int(s) for s in shape[1:]]:
         raise UserError(f"the artifact takes inputs of shape {shape}, but its preprocessing makes "
                         f"{[1, *x.shape[1:]]} images")
     np.save(work / "inputs.npy", np.ascontiguousarray(x, np.float32))
-    digit_labels = list(prep.labels) == [str(i) for i in range(10)]
-    if digit_labels:
-        np.save(work / "labels.npy", y)
+    if timing.labels is not None:
+        np.save(work / "labels.npy", np.asarray(timing.labels, np.int64))
     return {"inputs": str(work / "inputs.npy"),
-            "labels": str(work / "labels.npy") if digit_labels else None,
-            "description": f"{len(x)} real images from the digits test split, preprocessed with the "
-                           f"manifest's preprocessing, cycled through the timed runs"}
+            "labels": str(work / "labels.npy") if timing.labels is not None else None,
+            "description": timing.description}
 
 
 def model_dims(manifest) -> list[int] | None:
@@ -158,7 +189,7 @@ def run_measurement(argv: list[str], result_path: Path, what: str, timeout: floa
 
 def measure_locally(artifact: Path, manifest, backend, profile, base: dict, *, threads: int | None,
                     runs: int, warmup: int, op_runs: int, timeout: float | None,
-                    images: int = DEFAULT_IMAGES) -> ProfileResult:
+                    timing: TimingImages) -> ProfileResult:
     """Time ``artifact`` on this host in a fresh child process; ``base`` holds the fields every
     ProfileResult shares (backend, model, size, ...)."""
     host = host_info()
@@ -167,7 +198,7 @@ def measure_locally(artifact: Path, manifest, backend, profile, base: dict, *, t
                 thread_note=plan["note"])
     with tempfile.TemporaryDirectory(prefix="lkca-profile-") as tmp:
         work = Path(tmp)
-        inputs = prepare_inputs(manifest, work, images)
+        inputs = save_inputs(manifest, work, timing)
         request = {"artifact": str(artifact.resolve()), "backend": backend.name,
                    "threads": plan["threads"], "cpus": plan["cpus"], "runs": runs, "warmup": warmup,
                    "op_runs": op_runs, "inputs": inputs["inputs"], "labels": inputs["labels"],

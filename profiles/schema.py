@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
-class LatencyStats:
+class LatencyStats(Mapping):
+    """Latency statistics in ms; also a read-only mapping (``stats["median"]``, ``dict(stats)``)."""
+
     min: float | None
     median: float | None
     p90: float | None         # None where the tool reports no such percentile (adb runners)
@@ -15,6 +18,21 @@ class LatencyStats:
     std: float | None
     p95: float | None = None
     max: float | None = None
+
+    def __getitem__(self, key: str) -> float | None:
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    @classmethod
+    def _keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
 
 
 @dataclass

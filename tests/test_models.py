@@ -199,13 +199,16 @@ def test_checkpoint_for_another_config_names_the_tensor(tmp_path):
     with pytest.raises(UserError) as e:
         create_model("lkca-1m", checkpoint=path)
     msg = str(e.value)
-    assert "tensor pos_embedding" in msg and "(1, 64, 100)" in msg and "(1, 64, 136)" in msg
+    # the checkpoint loads with its own architecture, which is not the one named
+    assert "dim 100, depth 8" in msg and "(lkca-0.5m)" in msg and "not lkca-1m (dim 136, depth 9)" in msg
+    assert create_model(None, checkpoint=path).config.dim == 100
 
 
 def test_own_checkpoint_roundtrip_carries_preprocessing(tmp_path, lkca1m):
     from lkca_edge.checkpoints import read_checkpoint, save_checkpoint
 
-    path = save_checkpoint(lkca1m, tmp_path / "m.pt", dataset="digits", metrics={"test_accuracy": 1.0})
+    path = save_checkpoint(lkca1m, tmp_path / "m.pt", data=lkca1m.data_record,
+                           metrics={"test_accuracy": 1.0})
     ckpt = read_checkpoint(path)
     assert ckpt["preprocessing"] == lkca1m.preprocessing
     assert ckpt["preprocessing"].labels == tuple(str(i) for i in range(10))

@@ -69,7 +69,7 @@ def run_cell(cfg: BenchConfig, model_name: str, backend_name: str, precision: st
         if reason:
             raise UserError(reason)
         req = ExportRequest(model=model_name, backend=backend_name, recipe=recipe.name,
-                            checkpoint=cfg.checkpoint, calibration=cfg.calibration,
+                            checkpoint=cfg.checkpoint, calibration=data.record.spec if data.record else None,
                             out=str(out_dir / "artifacts"), validation_limit=cfg.validation_limit,
                             threads=1)
         t0 = time.perf_counter()

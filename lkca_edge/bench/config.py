@@ -53,7 +53,8 @@ class BenchConfig:
     db: str | None = None             # default: the user's data dir (or LKCA_EDGE_DB)
     record: bool = True               # write the run into the history database
     checkpoint: str | None = None
-    calibration: str = "digits"
+    dataset: str | None = None        # data set spec; None: each model's recorded data
+    wide: bool = False                # the full terminal table (default fits 100 columns)
     validation_limit: int | None = None
     profiles_dir: list[str] | None = None
     progress: bool = True
@@ -87,10 +88,11 @@ def check_config(cfg: BenchConfig) -> None:
     from lkca_edge.errors import unknown_name
     from lkca_edge.zoo import get_spec
 
-    if not cfg.models:
+    if not cfg.models and cfg.checkpoint is None:
         raise UserError("--models needs at least one model")
-    for m in cfg.models:
-        get_spec(m)  # unknown model -> one line with suggestions
+    if cfg.checkpoint is None:
+        for m in cfg.models:
+            get_spec(m)  # unknown model -> one line with suggestions
     if not cfg.backends:
         raise UserError("--backends needs at least one backend")
     cfg.backends = list(dict.fromkeys(resolve_backend_name(b) for b in cfg.backends))
@@ -108,13 +110,35 @@ def check_config(cfg: BenchConfig) -> None:
     if cfg.threads is not None and cfg.threads < 1:
         raise UserError(f"--threads must be at least 1, got {cfg.threads}")
     if cfg.checkpoint is not None:
-        if len(cfg.models) != 1:
-            raise UserError("--checkpoint applies to one model; pass a single --models NAME with it")
+        if len(cfg.models) > 1:
+            raise UserError("--checkpoint applies to one model; pass at most one --models NAME with it")
         if not Path(cfg.checkpoint).is_file():
             raise UserError(f"checkpoint not found: {cfg.checkpoint}")
         from lkca_edge.builder import build_model_from
 
-        build_model_from(cfg.models[0], cfg.checkpoint, {})  # a bad checkpoint: one line, now
+        # a bad checkpoint, or one of another architecture than the name given: one line, now
+        given = cfg.models[0] if cfg.models else None
+        model = build_model_from(zoo_name_or_none(given), cfg.checkpoint, {})
+        if given is not None and given != model.zoo_name and zoo_name_or_none(given) is None:
+            get_spec(given)  # neither the checkpoint's own name nor a zoo name: refused
+        cfg.models = [model.zoo_name]
+    if cfg.dataset is not None:
+        from lkca_edge.datarecord import parse_spec
+
+        kind, path = parse_spec(cfg.dataset)  # relative paths mean the same data on --resume
+        cfg.dataset = kind if path is None else f"{kind}:{path}"
+
+
+def zoo_name_or_none(name: str | None) -> str | None:
+    """``name`` when it is a zoo entry, else None (a checkpoint's own architecture name)."""
+    from lkca_edge.zoo import get_spec
+
+    if name is None:
+        return None
+    try:
+        return get_spec(name).name
+    except UserError:
+        return None
 
 
 def default_run_dir(root: str | Path = "runs") -> Path:
@@ -133,7 +157,8 @@ def canonical_argv(cfg: BenchConfig) -> list[str]:
             "--precisions", *cfg.precisions, "--device", cfg.device, "--runs", str(cfg.runs),
             "--warmup", str(cfg.warmup), "--op-runs", str(cfg.op_runs)]
     for flag, value in (("--threads", cfg.threads), ("--checkpoint", cfg.checkpoint),
-                        ("--limit", cfg.validation_limit), ("--out", cfg.out), ("--db", cfg.db)):
+                        ("--limit", cfg.validation_limit), ("--out", cfg.out), ("--db", cfg.db),
+                        ("--dataset", cfg.dataset)):
         if value is not None:
             argv += [flag, str(value)]
     if not cfg.record:

@@ -117,7 +117,7 @@ def run_bench(cfg: BenchConfig) -> BenchOutcome:
             "device_profile": device, "device_profiles": device_profiles,
             "models": list(cfg.models), "backends": list(cfg.backends),
             "precisions": list(cfg.precisions), "runs": cfg.runs, "warmup": cfg.warmup,
-            "op_runs": cfg.op_runs, "threads": cfg.threads, "calibration": cfg.calibration,
+            "op_runs": cfg.op_runs, "threads": cfg.threads, "dataset": cfg.dataset, "data": {},
             "validation_limit": cfg.validation_limit, "weights": {}, "out_dir": str(out_dir.resolve()),
         }
         cfg.argv = list(argv)
@@ -198,7 +198,8 @@ class _Run:
         keys = [k for k in self.todo if k[0] == model_name]
         if not keys:
             return
-        bar.describe(f"{model_name}: building the model and loading {self.cfg.calibration}")
+        bar.describe(f"{model_name}: building the model and loading "
+                     f"{self.cfg.dataset or 'the data it records'}")
         model, data, setup_error = self._setup(model_name)
         for key in keys:
             if setup_error:
@@ -214,14 +215,20 @@ class _Run:
             bar.advance()
 
     def _setup(self, model_name: str):
+        from lkca_edge.bench.config import zoo_name_or_none
         from lkca_edge.builder import build_model_from
-        from lkca_edge.data import load_dataset
+        from lkca_edge.pipelines.export import export_data
 
         try:
-            model = build_model_from(model_name, self.cfg.checkpoint, {})
+            name = zoo_name_or_none(model_name) if self.cfg.checkpoint else model_name
+            model = build_model_from(name, self.cfg.checkpoint, {})
             model.eval()
-            data = load_dataset(self.cfg.calibration, model.preprocessing)
+            data = export_data(model, self.cfg.dataset)
             self.run.setdefault("weights", {})[model_name] = _weights_note(model, self.cfg.checkpoint)
+            self.run.setdefault("data", {})[model_name] = {
+                "spec": data.record.spec if data.record else data.name,
+                "labels": list(data.labels), "labels_note": data.note,
+                "trained": bool(getattr(model, "trained", True))}
             return model, data, None
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - recorded in every cell of the model
             debug_trace()

@@ -18,7 +18,8 @@ CELLS_DIR = "cells"        # one <model>_<backend>_<precision>.json per finished
 LOCK_FILE = ".lock"        # PID, host and start time of the bench using the directory
 FINAL_OUTPUTS = ("results.json", "results.csv", "report.md", "report.html", "plots")
 OPTIONS = ("models", "backends", "precisions", "device", "runs", "warmup", "op_runs", "threads",
-            "db", "record", "checkpoint", "calibration", "validation_limit", "profiles_dir", "argv")
+            "db", "record", "checkpoint", "dataset", "validation_limit", "profiles_dir", "argv",
+           "wide")
 
 
 def cell_file(out_dir: Path, model: str, backend: str, precision: str) -> Path:

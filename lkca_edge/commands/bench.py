@@ -4,7 +4,9 @@ report.md and a self-contained report.html (with plots) into a new run directory
 recorded in the SQLite history (see `lkca-edge runs` and `lkca-edge compare`).
 
 With no arguments: lkca-1m with its shipped digits weights; executorch, coreml, tflite and onnx;
-fp32 and int8; the `host` device profile; output in runs/<timestamp>/.
+fp32 and int8; the `host` device profile; output in runs/<timestamp>/. Each model is calibrated
+and validated on the data it records (--dataset SPEC for other data, labels matched by name);
+--checkpoint takes your own weights (the model name comes from the checkpoint).
 
 Every finished cell is recorded at once in DIR/cells/, so a bench stopped by Ctrl-C, SIGTERM or a
 crash continues where it stopped with `lkca-edge bench --resume DIR` (same options, only the
@@ -37,7 +39,12 @@ def add_arguments(p) -> None:
                         "$XDG_DATA_HOME/lkca-edge/runs.sqlite or ~/.local/share/lkca-edge/runs.sqlite)")
     p.add_argument("--no-history", action="store_true", help="do not record this run in the history")
     p.add_argument("--checkpoint", metavar="PATH",
-                   help="weights for the (single) model instead of its shipped weights")
+                   help="your weights for the (single) model; --models may be left out")
+    p.add_argument("--dataset", metavar="SPEC",
+                   help="calibrate and validate on this data: digits, cifar10:DIR, cifar100:DIR or "
+                        "folder:DIR (default: the data each model records)")
+    p.add_argument("--wide", action="store_true",
+                   help="print the full results table (default: one that fits 100 columns)")
     p.add_argument("--limit", type=int, metavar="N", help="validate on at most N test images")
     p.add_argument("--profiles-dir", metavar="DIR", action="append",
                    help="also read *.yaml device profiles from DIR (repeatable)")
@@ -45,18 +52,18 @@ def add_arguments(p) -> None:
     p.add_argument("--strict", action="store_true", help="exit 1 when any cell failed")
 
 
-DEFAULTS = {"models": ["lkca-1m"], "backends": ["executorch", "coreml", "tflite", "onnx"],
-            "precisions": ["fp32", "int8", "int8-mixed"], "device": "host", "runs": 100, "warmup": 10,
-            "op_runs": 10}
+DEFAULTS = {"models": ["lkca-1m"], "precisions": ["fp32", "int8", "int8-mixed"], "device": "host", "runs": 100,
+            "warmup": 10, "op_runs": 10}
 # options a resumed run takes from its record, never from the command line
 RECORDED = ("models", "backends", "precisions", "device", "runs", "warmup", "op_runs", "threads",
-            "out", "db", "no_history", "checkpoint", "limit", "profiles_dir")
+            "out", "db", "no_history", "checkpoint", "limit", "profiles_dir", "dataset")
 
 
 def run(args) -> int:
     import sys
 
     from lkca_edge.bench import BenchConfig, resume_bench, run_bench, split_names
+    from lkca_edge.bench.config import default_backends
     from lkca_edge.errors import UserError
 
     if args.resume is not None:
@@ -68,59 +75,25 @@ def run(args) -> int:
         outcome = resume_bench(args.resume, progress=not args.no_progress)
     else:
         for name, value in DEFAULTS.items():
-            if getattr(args, name) is None:
+            if getattr(args, name) is None and not (name == "models" and args.checkpoint):
                 setattr(args, name, value)
         cfg = BenchConfig(
-            models=split_names(args.models), backends=split_names(args.backends),
+            models=split_names(args.models),
+            backends=split_names(args.backends) if args.backends else default_backends(),
             precisions=split_names(args.precisions), device=args.device, runs=args.runs,
             warmup=args.warmup, op_runs=args.op_runs, threads=args.threads, out=args.out,
             db=args.db, record=not args.no_history, checkpoint=args.checkpoint,
-            validation_limit=args.limit, profiles_dir=args.profiles_dir,
-            progress=not args.no_progress,
+            validation_limit=args.limit, profiles_dir=args.profiles_dir, dataset=args.dataset,
+            wide=args.wide, progress=not args.no_progress,
             argv=(["lkca-edge", *sys.argv[1:]]
                   if sys.argv and "lkca" in sys.argv[0].replace("_", "-") else None))
         outcome = run_bench(cfg)
-    print_summary(outcome)
+    from lkca_edge.apps.console import print_bench_summary
+
+    print_bench_summary(outcome, wide=args.wide)
     cells = outcome.results["cells"]
     n_ok = sum(c["status"] == "ok" for c in cells)
     if n_ok == 0:
         return 1
     return 1 if args.strict and n_ok < len(cells) else 0
 
-
-def print_summary(outcome) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from lkca_edge.apps.report import BEST, notes_list, summary_table
-    from lkca_edge.results.analysis import ship_line
-
-    results = outcome.results
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=220)
-    t = summary_table(results)
-    table = Table(title=f"lkca-edge bench: {', '.join(results['run']['models'])} on "
-                        f"{results['run']['device']} ({BEST} = best per metric)",
-                  title_justify="left", header_style="bold")
-    for h, a in zip(t.headers, t.align):
-        table.add_column(h, justify="right" if a == "r" else "left", no_wrap=True)
-    for cell, row in zip(results["cells"], t.rows):
-        style = None if cell["status"] == "ok" else "red"
-        table.add_row(*row, style=style)
-    console.print(table)
-    for note in notes_list(results, validation_notes=False):
-        console.print(f"  • {note}", highlight=False, markup=False)
-    console.print("what to ship:", style="bold")
-    for entry in results.get("ship", []):
-        console.print(f"  {ship_line(entry, results['run']['device'])}", highlight=False, markup=False)
-    files = outcome.files
-    console.print(f"report: {files.get('report.html')}  (also report.md, results.json, results.csv "
-                  f"in {outcome.out_dir})", highlight=False, markup=False)
-    if outcome.run_id is not None:
-        console.print(f"recorded as run {outcome.run_id} in {outcome.db_path} "
-                      f"(`lkca-edge runs`, `lkca-edge compare previous latest`)",
-                      highlight=False, markup=False)
-    elif outcome.db_error:
-        console.print(f"warning: not recorded in the run history: {outcome.db_error}",
-                      style="yellow", highlight=False, markup=False)

@@ -63,6 +63,9 @@ def run(args) -> int:
                    memory_pct=args.memory_threshold, size_pct=args.size_threshold)
     changes = compare_results(a, b, t)
     regressions = [c for c in changes if c.regressions]
+    from lkca_edge.results.analysis import run_differences
+
+    warnings = run_differences(a, b)
 
     def label(r, ref):
         return f"run {r['run']['db_id']}" if r["run"].get("db_id") is not None else str(ref)
@@ -72,6 +75,7 @@ def run(args) -> int:
         from lkca_edge.commands.common import print_json
 
         print_json({"a": la, "b": lb, "thresholds": t.__dict__, "regressions": len(regressions),
+                    "warnings": warnings,
                     "cells": [{"cell": list(c.key), "status_a": c.status_a, "status_b": c.status_b,
                                "a": c.a, "b": c.b, "regressions": c.regressions, "notes": c.notes}
                               for c in changes]})
@@ -98,6 +102,12 @@ def run(args) -> int:
         verdict = "; ".join(c.regressions) if c.regressions else ("; ".join(c.notes) or "ok")
         table.add_row(*row, verdict, style="red" if c.regressions else None)
     console.print(table)
+    from lkca_edge.errors import printable
+
+    for w in warnings:
+        console.print(f"warning: the runs differ in {printable(w)}: their figures compare more "
+                      f"than the change", style="yellow", highlight=False, markup=False,
+                      soft_wrap=True)
     if regressions:
         console.print(f"{len(regressions)} regressed cell(s) beyond the thresholds (latency "
                       f"{t.latency_pct:g}%, accuracy {t.accuracy_pts:g} pt, memory {t.memory_pct:g}%, "

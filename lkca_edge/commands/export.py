@@ -1,5 +1,9 @@
 """Convert a zoo model (or your checkpoint) for a backend, validate it on real images, and write
-the artifact with its manifest (<artifact>.manifest.json). A gate failure writes nothing."""
+the artifact with its manifest (<artifact>.manifest.json) and validation pack
+(<artifact>.validation.npz). Calibration and validation use the data the model records (its
+checkpoint's, or the shipped weights') unless --calibration names other data, whose labels are
+matched to the model's by name. A gate failure writes nothing. --list-recipes shows every
+backend's recipes."""
 
 from __future__ import annotations
 
@@ -9,12 +13,16 @@ HELP = "convert a model to ExecuTorch, Core ML, TFLite/LiteRT or ONNX (validated
 
 
 def add_arguments(p) -> None:
-    p.add_argument("model", help="zoo name, e.g. lkca-1m")
-    p.add_argument("--backend", required=True, help="executorch, coreml, tflite or onnx")
+    p.add_argument("model", nargs="?", help="zoo name, e.g. lkca-1m (optional with a checkpoint "
+                   "that says what it is)")
+    p.add_argument("--backend", help="executorch, coreml, tflite or onnx")
+    p.add_argument("--list-recipes", action="store_true",
+                   help="list every backend's recipes (precision, default, description) and exit")
     p.add_argument("--precision", default=None, help="fp32 (default), int8, or fp16 (Core ML)")
     p.add_argument("--recipe", help="a backend-specific recipe (see `lkca-edge export --list-recipes`)")
-    p.add_argument("--calibration", default="digits", metavar="DATASET",
-                   help="real images for calibration and validation (default: digits)")
+    p.add_argument("--calibration", default=None, metavar="SPEC",
+                   help="real images for calibration and validation: digits, cifar10:DIR, "
+                        "cifar100:DIR or folder:DIR (default: the data the model records)")
     p.add_argument("--calibration-size", type=int, default=128)
     p.add_argument("--limit", type=int, help="validate on at most N test images")
     p.add_argument("--no-validate", action="store_true", help="skip validation (not recommended)")
@@ -22,12 +30,36 @@ def add_arguments(p) -> None:
     p.add_argument("--fallback", action="store_true",
                    help="int8: if the gate fails, keep the layers that add the most error (measured "
                         "per layer) in float until it passes; the manifest lists them")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", help="output directory")
     add_model_arguments(p)
 
 
+def list_recipes() -> str:
+    from lkca_edge.converters import backend_names, get_backend
+
+    lines = []
+    for name in backend_names():
+        backend = get_backend(name)
+        defaults = {r: p for p, r in backend.default_recipes.items()}
+        lines.append(f"{name} ({backend.extension}; also {', '.join(backend.aliases)})")
+        for recipe in backend.recipes.values():
+            mark = f"  [default {defaults[recipe.name]}]" if recipe.name in defaults else ""
+            lines.append(f"  {recipe.name:<16} {recipe.precision:<5} {recipe.description}{mark}")
+    return "\n".join(lines)
+
+
 def run(args) -> int:
+    from lkca_edge.errors import UserError
     from lkca_edge.pipelines.export import ExportRequest, export_model
+
+    if args.list_recipes:
+        print(list_recipes())
+        return 0
+    missing = [flag for flag, value in (("--backend", args.backend), ("--out", args.out)) if not value]
+    if missing:
+        raise UserError(f"export needs {' and '.join(missing)} (see lkca-edge export --help)")
+    if args.model is None and args.checkpoint is None:
+        raise UserError("name a zoo model (see `lkca-edge zoo`) or give --checkpoint")
 
     req = ExportRequest(
         model=args.model, backend=args.backend, precision=args.precision, recipe=args.recipe,
@@ -39,19 +71,11 @@ def run(args) -> int:
     m = result.manifest
     print(f"wrote {result.artifact} ({m.size_bytes / 1024:.0f} KB, {m.backend} {m.recipe['name']}, "
           f"form {m.form or 'n/a'}, {m.conversion_seconds:.1f} s)")
-    v = m.validation
-    if v is None:
+    if m.validation is None:
         print("validation: skipped")
-    elif v["runnable"]:
-        print(f"validation on {v['n_images']} test images: accuracy {v['accuracy']:.2%} "
-              f"(fp32 reference {v['reference_accuracy']:.2%}), top-1 agreement {v['top1_agreement']:.2%}, "
-              f"max |logit err| {v['max_abs_err']:.2e}: {'PASS' if v['passed'] else 'FAIL'} ({v['gate']})")
     else:
-        print(f"validation: {v['note']}")
-    mixed = (m.details or {}).get("mixed_precision")
-    if mixed:
-        floated = ", ".join(mixed["float_layers"]) or "none"
-        print(f"mixed precision ({mixed['trigger']}; target {mixed['target']}: "
-              f"{'met' if mixed['target_met'] else 'NOT met'}): float layers: {floated}")
+        from lkca_edge.apps.console import mixed_lines, validation_lines
+
+        print("\n".join(validation_lines(m.validation) + mixed_lines(m.details)))
     print(f"manifest: {result.manifest_path}")
     return 0

@@ -19,6 +19,9 @@ def add_arguments(p) -> None:
     p.add_argument("--op-runs", type=int, default=10,
                    help="runs for the per-operator profile (0 = skip; default 10)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up (default 600)")
+    p.add_argument("--dataset", metavar="SPEC",
+                   help="time on this data's test images: digits, cifar10:DIR, cifar100:DIR or "
+                        "folder:DIR (default: the artifact's validation pack)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-verify", action="store_true", help="skip the manifest's sha256 check")
     p.add_argument("--profiles-dir", metavar="DIR", action="append",
@@ -36,7 +39,7 @@ def run(args) -> int:
                               runs=args.runs, warmup=args.warmup, verify=not args.no_verify,
                               profiles_dir=args.profiles_dir, op_runs=args.op_runs,
                               timeout=args.timeout, adb=args.adb, runner=args.runner,
-                              serial=args.serial)
+                              serial=args.serial, dataset=args.dataset)
     if args.json:
         from lkca_edge.commands.common import print_json
 
@@ -63,7 +66,7 @@ def print_summary(r) -> None:
         print(f"  {r.verdict.get('measured_on')}, {r.threads} threads, {r.runs} runs")
     else:
         print(f"  {r.host.get('thread_note')}; cpus {r.details.get('cpus')}; {r.runs} timed runs after "
-              f"{r.warmup} warm-up on {r.details.get('n_images')} real digits test images")
+              f"{r.warmup} warm-up on {r.details.get('inputs')}")
     lat = r.latency_ms
     if lat is not None:
         print(f"  latency ms: median {_ms(lat.median)}  p90 {_ms(lat.p90)}  p99 {_ms(lat.p99)}  "

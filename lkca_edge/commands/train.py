@@ -1,5 +1,10 @@
-"""Train or fine-tune a zoo model on the CPU; writes a checkpoint (with its preprocessing) and
-metrics.json (per-epoch loss and val accuracy, test accuracy, wall time)."""
+"""Train or fine-tune a model on the CPU on your own data; writes a checkpoint (with its
+preprocessing, label names and a record of the data) and metrics.json (per-epoch loss and val
+accuracy, test accuracy, wall time).
+
+The class count and label names come from the data. --pretrained starts from the zoo's shipped
+weights (--checkpoint from yours); when the data's labels differ from the weights', the
+classifier head is re-initialised and the output says so."""
 
 from __future__ import annotations
 
@@ -9,8 +14,11 @@ HELP = "train or fine-tune a model on a small dataset (CPU)"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("model", help="zoo name, e.g. lkca-1m (see `lkca-edge zoo`)")
+    p.add_argument("model", nargs="?", help="zoo name, e.g. lkca-1m (see `lkca-edge zoo`); "
+                   "optional with --checkpoint")
     add_dataset_argument(p)
+    p.add_argument("--pretrained", action="store_true",
+                   help="start from the zoo model's shipped weights (transfer learning)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -25,18 +33,24 @@ def run(args) -> int:
     from lkca_edge.forms import check_form
     from lkca_edge.zoo import get_spec
 
-    get_spec(args.model)
+    if args.model is None and args.checkpoint is None:
+        raise UserError("name a zoo model (see `lkca-edge zoo`) or give --checkpoint")
+    if args.model is not None:
+        get_spec(args.model)
     if args.form:
         check_form(args.form)
-    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
-        raise UserError("--epochs and --batch-size must be positive and --lr above 0")
     from lkca_edge.pipelines.train import TrainConfig, train_command
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       threads=args.threads)
-    metrics = train_command(args.model, args.dataset, args.out, cfg, checkpoint=args.checkpoint,
-                            form=args.form, **model_overrides(args))
-    print(f"{metrics['model']} on {metrics['dataset']}: test accuracy {metrics['test_accuracy']:.2%}, "
-          f"best val {metrics['best_val_accuracy']:.2%}, {metrics['wall_seconds']:.0f} s")
-    print(f"checkpoint: {metrics['checkpoint']}")
+    cfg.check()
+    outcome = train_command(args.model, args.dataset, args.out, cfg, checkpoint=args.checkpoint,
+                            pretrained=args.pretrained, form=args.form, **model_overrides(args))
+    m = outcome.metrics
+    for note in outcome.notes:
+        print(f"note: {note}")
+    print(f"{m['model']} on {m['dataset']} (from {m['start']}): test accuracy "
+          f"{m['test_accuracy']:.2%}, best val {m['best_val_accuracy']:.2%}, "
+          f"{m['wall_seconds']:.0f} s")
+    print(f"checkpoint: {m['checkpoint']}")
     return 0

@@ -1,5 +1,8 @@
-"""Run an artifact on a dataset's held-out test split through its own runtime and compare it with
-the PyTorch fp32 model it came from (rebuilt from its manifest)."""
+"""Run an artifact through its own runtime on held-out images and compare it with the fp32
+model it came from: by default on the validation pack written beside it at export (its images,
+labels and the fp32 reference logits; no torch needed), or with --dataset on another data set's
+test split (its labels matched to the model's by name; the fp32 source is rebuilt from the
+manifest, which needs torch)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ HELP = "check that an artifact computes the same function as its source model, o
 def add_arguments(p) -> None:
     p.add_argument("artifact", help="a .pte, .tflite, .onnx or .mlpackage made by `lkca-edge export`")
     p.add_argument("--dataset", default=None, metavar="SPEC",
-                   help="digits, cifar10:DIR, cifar100:DIR, folder:DIR (default: the manifest's)")
+                   help="validate on other data: digits, cifar10:DIR, cifar100:DIR or folder:DIR, "
+                        "labels matched by name (default: the artifact's validation pack, "
+                        "no torch needed)")
     p.add_argument("--limit", type=int, help="use at most N test images")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-verify", action="store_true", help="skip the manifest sha256 check")
@@ -34,30 +39,10 @@ def run(args) -> int:
         print_json({**layers.to_dict(), "validation": result.to_dict()} if layers
                    else result.to_dict())
     else:
-        r = result
-        if r.runnable:
-            print(f"{r.backend} {r.precision} on {r.n_images} test images: accuracy {r.accuracy:.2%} "
-                  f"(fp32 reference {r.reference_accuracy:.2%}), top-1 agreement {r.top1_agreement:.2%}, "
-                  f"max |logit err| {r.max_abs_err:.2e}, mean {r.mean_abs_err:.2e}, cosine {r.cosine:.6f}"
-                  f"{' (estimate)' if r.estimate else ''}")
-        else:
-            print(f"{r.backend} {r.precision}: not runnable here: {r.note}")
-        print(f"gate ({r.gate}): " + ("PASS" if r.passed else "n/a" if r.passed is None
-                                      else "FAIL: " + "; ".join(r.failures)))
+        from lkca_edge.apps.console import layer_lines, validation_lines
+
+        print("\n".join(validation_lines(result.to_dict())))
         if layers is not None:
-            print_layers(layers)
+            print("\n".join(layer_lines(layers.to_dict())))
     return 0 if result.passed is not False else 3
 
-
-def print_layers(layers) -> None:
-    from lkca_edge.pipelines.per_layer import format_table
-
-    how = "STATIC (not run)" if layers.mode == "static" else "measured"
-    print(f"per-layer, {how}, on {layers.n_images} images: {layers.method}")
-    for line in format_table(layers):
-        print(f"  {line}")
-    print(f"  most error added by: {layers.worst_text()}")
-    if layers.tap_logit_shift:
-        print(f"  note: exposing the layers changed the logits by up to {layers.tap_logit_shift:.3g}")
-    if layers.note:
-        print(f"  {layers.note}")

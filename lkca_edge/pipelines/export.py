@@ -1,7 +1,11 @@
-"""``lkca-edge export``: choose form -> calibrate -> convert -> validate -> write artifact + manifest.
+"""``lkca-edge export``: data -> form -> calibrate -> convert -> validate -> artifact, validation
+pack and manifest.
 
-The artifact is written under a temporary name and renamed into place only after it passed its
-validation gate, so a silently wrong model is never left looking like a success.
+The calibration and validation data default to the data the model records (its checkpoint's,
+or the shipped weights'): never a silent fall-back to digits. Its labels are matched to the
+model's by name. The artifact is written under a temporary name and renamed into place only
+after it passed its gate, so a silently wrong model is never left looking like a success; a model
+whose weights are not finite, or that is at chance on the data, fails before anything is written.
 """
 
 from __future__ import annotations
@@ -12,21 +16,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lkca_edge.errors import GateFailed, UserError
-from lkca_edge.fileio import atomic_path, ensure_dir
+from lkca_edge.fileio import atomic_path, ensure_dir, write_bytes
 from lkca_edge.forms import check_form, default_export_form
 from lkca_edge.manifest import SCHEMA, Manifest, now_iso, sha256_of, size_of
 from lkca_edge.versions import CORE_PACKAGES, tool_versions
 
+UNTRAINED_DATA = "digits"  # what an untrained zoo config (a latency study) is calibrated on
+
 
 @dataclass
 class ExportRequest:
-    model: str
-    backend: str
+    model: str | None = None   # zoo name; optional with a checkpoint that says what it is
+    backend: str = ""         # a backend name or alias (required)
     precision: str | None = None  # None: the recipe decides (fp32 when no recipe either)
     recipe: str | None = None
     checkpoint: str | None = None
     form: str | None = None
-    calibration: str = "digits"
+    calibration: str | None = None  # data set spec; None: the data the model records
     calibration_size: int = 128
     out: str = "out"
     validate: bool = True
@@ -44,62 +50,122 @@ class ExportResult:
     manifest: Manifest
     manifest_path: Path
 
+    @property
+    def validation(self) -> dict | None:
+        return self.manifest.validation
+
 
 def choose_form(model, backend: str, precision: str, forced: str | None) -> str | None:
-    if model.config.family != "lkca":
+    config = getattr(model, "config", None)
+    if config is None or config.family != "lkca" or not hasattr(model, "set_form"):
         if forced:
-            raise UserError(f"{model.zoo_name} is a softmax-attention ViT; --form applies only to LKCA")
+            raise UserError(f"{model_label(model)} is not an LKCA model; --form applies only to LKCA")
         return None
     return check_form(forced) if forced else default_export_form(backend, precision)
+
+
+def model_label(model) -> str:
+    return getattr(model, "zoo_name", None) or type(model).__name__
+
+
+def first_nonfinite_weight(model) -> str | None:
+    """'blocks.3.mlp.fc1.weight holds NaN' for the first non-finite weight, else None."""
+    import torch
+
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            kind = "NaN" if torch.isnan(tensor).any() else "Inf"
+            return f"its weight {name} holds {kind}"
+    return None
+
+
+def export_data(model, given: str | None, dataset=None):
+    """The data set an export calibrates and validates on, its labels matched to the model's."""
+    from lkca_edge.data import load_for_model, recorded_spec
+
+    if dataset is not None:
+        return dataset
+    trained = getattr(model, "trained", True)
+    if given is None and not trained:
+        given = UNTRAINED_DATA  # a latency study: any real images calibrate it
+    spec = recorded_spec(given, getattr(model, "data_record", None), "--calibration",
+                         f"{model_label(model)}")
+    return load_for_model(spec, model.preprocessing, model.preprocessing.labels,
+                          _num_classes(model), model_label(model))
+
+
+def _num_classes(model) -> int:
+    config = getattr(model, "config", None)
+    if config is not None:
+        return int(config.num_classes)
+    return int(getattr(model, "num_outputs", 0) or len(model.preprocessing.labels))
 
 
 def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
     """Run the whole export of one (model, backend, recipe) cell.
 
     A ``model`` passed in is copied first: the caller's model is never changed (its form, its
-    weights), so one model can feed many exports.
+    weights), so one model can feed many exports. ``dataset`` (already matched to the model's
+    labels) skips loading the data.
     """
     from lkca_edge.converters import get_backend
-    from lkca_edge.data import load_dataset
-    from lkca_edge.evaluation import reference_logits
-    from lkca_edge.gates import validate_logits
-    from lkca_edge.logs import quiet
-    from lkca_edge.pipelines.validate import static_validation
-
     from lkca_edge.zoo import get_spec
 
-    if model is None:
+    if model is None and req.model is not None and req.checkpoint is None:
         get_spec(req.model)  # an unknown name is refused before torch is imported
     backend = get_backend(req.backend)
     recipe = backend.recipe(req.precision, req.recipe)
     backend.require_available()
     if req.calibration_size < 1:
         raise UserError("--calibration-size must be at least 1")
+    if req.validation_limit is not None and req.validation_limit < 1:
+        raise UserError(f"--limit must be at least 1, got {req.validation_limit}")
     out_dir = ensure_dir(req.out)
 
-    from lkca_edge.builder import build_model_from, model_source
+    from lkca_edge.builder import build_model_from
 
     if model is None:
         model = build_model_from(req.model, req.checkpoint, req.overrides)
     else:
         model = copy.deepcopy(model)  # set_form below must not change the caller's model
+    broken = first_nonfinite_weight(model)
+    if broken:
+        raise GateFailed(f"{model_label(model)} cannot be exported: {broken} (nothing written)")
     form = choose_form(model, backend.name, recipe.precision, req.form)
     if form is not None:
         model.set_form(form)
     model.eval()
 
-    data = dataset if dataset is not None else load_dataset(req.calibration, model.preprocessing)
-    if data.test_x.shape[1:] != (model.config.in_channels, model.config.image_size, model.config.image_size):
-        raise UserError(f"dataset images are {data.test_x.shape[1:]}, the model needs "
-                        f"{(model.config.in_channels, model.config.image_size, model.config.image_size)}")
+    data = export_data(model, req.calibration, dataset)
+    _check_image_shape(model, data)
     calibration = data.calibration(req.calibration_size)
     example = calibration[:1]
-
-    stem = req.name or f"{model.zoo_name}_{backend.name}_{recipe.name}"
+    stem = req.name or f"{model_label(model)}_{backend.name}_{recipe.name}"
     artifact = Path(out_dir) / f"{stem}{backend.extension}"
-    graph_model = model.export_module()  # form "fused": the compact fused network
+    return _convert_validate_write(req, model, backend, recipe, form, data, calibration, example,
+                                   artifact)
+
+
+def _check_image_shape(model, data) -> None:
+    config = getattr(model, "config", None)
+    if config is None:
+        return
+    want = (config.in_channels, config.image_size, config.image_size)
+    if data.test_x.shape[1:] != want:
+        raise UserError(f"dataset images are {data.test_x.shape[1:]}, the model needs {want}")
+
+
+def _convert_validate_write(req, model, backend, recipe, form, data, calibration, example,
+                            artifact: Path) -> ExportResult:
+    from lkca_edge.builder import model_source
+    from lkca_edge.logs import quiet
+    from lkca_edge.validation_pack import pack_path
+
+    graph_model = model.export_module() if hasattr(model, "export_module") else model
+    trained = bool(getattr(model, "trained", True))
     if recipe.option("mixed") and not req.validate:
-        raise UserError(f"recipe {recipe.name} chooses its float layers by validating: drop --no-validate")
+        raise UserError(f"recipe {recipe.name} chooses its float layers by validating: "
+                        f"drop --no-validate")
     with atomic_path(artifact) as tmp:
         def convert(r):
             with quiet():
@@ -109,33 +175,25 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
         conversion = convert(recipe)
         seconds = time.perf_counter() - t0
 
-        validation = None
+        validation = pack = None
         if req.validate:
-            limit = req.validation_limit or len(data.test_x)
-            x, y = data.test_x[:limit], data.test_y[:limit]
-            ref = reference_logits(model, x)
+            validation, pack = _validate(req, model, backend, recipe, tmp, data, trained)
 
             def validate():
-                reason = backend.runnable()
-                if reason is None:
-                    with quiet():  # runtimes log to fd 2 when they start (ExecuTorch's cpuinfo)
-                        runner = backend.load(tmp, threads=req.threads)
-                        logits = runner.run_many(x)
-                    return validate_logits(logits, ref, y, backend.name, recipe.precision)
-                return static_validation(backend, tmp, model, x, y, ref, recipe.precision, reason)
+                return _validate(req, model, backend, recipe, tmp, data, trained)[0]
 
             def measure():
                 from lkca_edge.pipelines.per_layer import measure_layers
 
+                x = data.test_x[:req.validation_limit or len(data.test_x)]
                 return measure_layers(backend, tmp, model, x, precision=recipe.precision,
                                       recipe=recipe.name, threads=req.threads)
 
-            validation = validate()
             fallback = req.fallback and validation.passed is False
             if recipe.option("mixed") or fallback:
                 if recipe.precision != "int8" or not backend.keeps_layers_float:
                     raise GateFailed(
-                        f"{stem}{backend.extension} failed its {recipe.precision} gate: "
+                        f"{artifact.name} failed its {recipe.precision} gate: "
                         f"{'; '.join(validation.failures)}; --fallback keeps layers in float only "
                         f"in int8 exports of {', '.join(_float_capable())} (nothing written)")
                 from lkca_edge.pipelines.mixed import keep_sensitive_layers_float
@@ -147,30 +205,78 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
                 seconds += outcome.seconds
             if validation.passed is False and req.enforce_gate:
                 floated = (conversion.details or {}).get("float_layers")
-                raise GateFailed(f"{stem}{backend.extension} failed its {recipe.precision} gate: "
+                raise GateFailed(f"{artifact.name} failed its {recipe.precision} gate: "
                                  f"{'; '.join(validation.failures)}"
                                  + (f" with {', '.join(floated)} in float" if floated else "")
                                  + _worst_layers(measure) + " (nothing written)")
-
+        pack_entry = None
+        if pack is not None:
+            pack_entry = _write_pack(pack_path(artifact), pack)
+        record = data.record.to_dict() if data.record is not None else None
         manifest = Manifest(
             schema=SCHEMA, artifact=artifact.name, sha256=sha256_of(tmp), size_bytes=size_of(tmp),
             backend=backend.name, recipe=recipe.to_dict(), precision=recipe.precision,
-            model=model.zoo_name, config=asdict(model.config), form=form, source=model_source(model),
-            preprocessing=model.preprocessing.to_dict(),
-            calibration=({"dataset": req.calibration, "split": "train", "size": int(len(calibration))}
+            model=model_label(model),
+            config=asdict(model.config) if hasattr(model, "config") else {},
+            form=form, source=model_source(model), preprocessing=model.preprocessing.to_dict(),
+            calibration=({"dataset": data.record.spec if data.record else data.name,
+                          "split": "train", "size": int(len(calibration))}
                          if recipe.calibrated else None),
             inputs=conversion.inputs, outputs=conversion.outputs, details=conversion.details,
             tool_versions=tool_versions(CORE_PACKAGES + backend.tool_packages), created=now_iso(),
             conversion_seconds=round(seconds, 2),
             validation=validation.to_dict() if validation else None,
-            params=model.num_params(), macs=model.macs())
+            params=sum(p.numel() for p in model.parameters()),
+            macs=model.macs() if hasattr(model, "macs") else 0,
+            data=record, validation_pack=pack_entry, trained=trained)
     manifest_path = manifest.write(artifact)
     return ExportResult(artifact, manifest, manifest_path)
 
 
+def _validate(req, model, backend, recipe, path: Path, data, trained: bool):
+    """The gate on the data's held-out images, and the pack (images, labels, reference logits)."""
+    from lkca_edge.evaluation import reference_logits
+    from lkca_edge.gates import validate_logits
+    from lkca_edge.logs import quiet
+    from lkca_edge.pipelines.validate import static_validation
+    from lkca_edge.validation_pack import ValidationPack, capacity
+
+    limit = req.validation_limit or len(data.test_x)
+    x, y = data.test_x[:limit], data.test_y[:limit]
+    ref = reference_logits(model, x)
+    spec = data.record.spec if data.record is not None else data.name
+    reason = backend.runnable()
+    if reason is None:
+        with quiet():  # runtimes log to fd 2 when they start (ExecuTorch's cpuinfo)
+            runner = backend.load(path, threads=req.threads)
+            logits = runner.run_many(x)
+        validation = validate_logits(logits, ref, y, backend.name, recipe.precision,
+                                     trained=trained, data=spec, labels_note=data.note)
+    else:
+        validation = static_validation(backend, path, model, x, y, ref, recipe.precision, reason,
+                                       trained=trained, data=spec, labels_note=data.note)
+    pack = None
+    if data.test_pixels is not None:
+        n = min(len(y), capacity(data.test_pixels.shape[1]))
+        pack = ValidationPack(data.test_pixels[:n], y[:n], ref[:n])
+    return validation, pack
+
+
+def _write_pack(path: Path, pack) -> dict:
+    """Write the pack atomically beside the artifact; its manifest entry."""
+    import hashlib
+
+    from lkca_edge.validation_pack import pack_bytes
+
+    data = pack_bytes(pack.pixels, pack.labels, pack.reference_logits)
+    write_bytes(path, data)
+    return {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data),
+            "n_images": len(pack), "split": "test"}
+
+
 
 def _worst_layers(measure) -> str:
-    """"; layers adding the most error: ..." from a per-layer measurement ("" if it fails)."""
+    """"; layers adding the most error: ..." from a per-layer measurement (why not, if it fails)."""
     try:
         layers = measure()
     except Exception as exc:  # noqa: BLE001 - the gate's failure is the message; this adds to it

@@ -17,7 +17,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-from lkca_edge.gates import GATES, Gate, ValidationResult, meets
+from lkca_edge.gates import Gate, ValidationResult, gate_for, meets
 
 MIXED_BUDGET = 4      # int8-mixed: at most this many layers in float
 FALLBACK_BUDGET = 8   # --fallback: at most this many layers in float
@@ -52,7 +52,7 @@ def keep_sensitive_layers_float(recipe, conversion, validation: ValidationResult
     layers. ``fallback``: the target is the int8 gate (else ``MIXED_TARGET``)."""
     from lkca_edge.gates import MIXED_TARGET
 
-    target = GATES["int8"] if fallback else MIXED_TARGET
+    target = gate_for("int8", getattr(validation, "trained", True)) if fallback else MIXED_TARGET
     budget = FALLBACK_BUDGET if fallback else MIXED_BUDGET
     layers = measure()
     ranking = [s for s in layers.sensitivity if s["added_noise"] > 0]

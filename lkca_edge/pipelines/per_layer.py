@@ -220,13 +220,3 @@ def measure_layers(backend, artifact, model, images: np.ndarray, *, precision: s
                    mode="static", n=len(images), method=how, shift=None, missing={},
                    note=f"STATIC, not a device run: {reason}")
 
-
-def format_table(result: PerLayerResult) -> list[str]:
-    """The per-layer table as text lines (the CLI prints them)."""
-    lines = [f"{'layer':<16} {'SQNR dB':>9} {'max abs err':>12} {'cosine':>10}"]
-    for layer in result.layers:
-        lines.append(f"{layer.name:<16} {layer.sqnr_db:>9.1f} {layer.max_abs_err:>12.3g} "
-                     f"{layer.cosine:>10.6f}")
-    for name, why in result.missing.items():
-        lines.append(f"{name:<16} {'—':>9} {'':>12} {'':>10}  ({why})")
-    return lines

@@ -10,7 +10,7 @@ from pathlib import Path
 from lkca_edge.budgets import make_verdict
 from lkca_edge.errors import UserError, describe_exception, first_line
 from lkca_edge.hostinfo import host_info
-from lkca_edge.profiles.local import DEFAULT_IMAGES, measure_locally, param_bytes
+from lkca_edge.profiles.local import DEFAULT_IMAGES, measure_locally, param_bytes, timing_images
 from lkca_edge.profiles.schema import ProfileResult
 
 
@@ -39,8 +39,10 @@ def _check_args(runs: int, warmup: int, threads: int | None, op_runs: int) -> No
 def profile_artifact(path, device: str = "host", threads: int | None = None, runs: int = 100,
                      warmup: int = 10, verify: bool = True, profiles_dir=None, *, op_runs: int = 10,
                      timeout: float | None = 600.0, adb: bool = False, runner: str | None = None,
-                     serial: str | None = None, images: int = DEFAULT_IMAGES) -> ProfileResult:
-    """Profile one artifact (with its manifest beside it) for a device profile."""
+                     serial: str | None = None, images: int = DEFAULT_IMAGES,
+                     dataset: str | None = None) -> ProfileResult:
+    """Profile one artifact (with its manifest beside it) for a device profile, timing it on
+    ``images`` real images: its validation pack's, or ``dataset``'s test split."""
     from lkca_edge.manifest import size_of
     from lkca_edge.pipelines.artifacts import open_artifact
     from lkca_edge.profiles.devices import get_profile
@@ -56,7 +58,8 @@ def profile_artifact(path, device: str = "host", threads: int | None = None, run
         return profile_over_adb(artifact, manifest, profile, runner=runner, threads=threads,
                                 runs=runs, warmup=warmup, op_runs=op_runs, serial=serial,
                                 timeout=timeout, base=_base_result(manifest, artifact, profile,
-                                                                   threads or 0, runs, warmup, size))
+                                                                   threads or 0, runs, warmup, size),
+                                timing=timing_images(artifact, manifest, dataset, 1))
     if runner:
         raise UserError("--runner needs --adb (it is the on-device benchmark binary)")
 
@@ -64,10 +67,11 @@ def profile_artifact(path, device: str = "host", threads: int | None = None, run
     if reason is not None:
         return _static_result(artifact, manifest, backend, profile, reason, host_info(), runs,
                               warmup, size)
+    timing = timing_images(artifact, manifest, dataset, images)
     return measure_locally(artifact, manifest, backend, profile,
                            _base_result(manifest, artifact, profile, 0, runs, warmup, size),
                            threads=threads, runs=runs, warmup=warmup, op_runs=op_runs,
-                           timeout=timeout, images=images)
+                           timeout=timeout, timing=timing)
 
 
 def _static_result(artifact: Path, manifest, backend, profile, reason: str, host: dict, runs: int,

@@ -1,82 +1,129 @@
-"""``lkca-edge validate``: an artifact against its fp32 source on real held-out images."""
+"""``lkca-edge validate``: an artifact against its fp32 source on real held-out images.
+
+By default the artifact is validated on its validation pack (the held-out images, labels and
+fp32 reference logits recorded at export): no torch, no data set needed, so it runs on a board
+with only the runtime. ``--dataset SPEC`` validates on other data instead: its labels are matched
+to the model's by name and the fp32 source model is rebuilt (torch) for the reference.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+
 from lkca_edge.errors import UserError
-from lkca_edge.evaluation import reference_logits
-from lkca_edge.gates import GATES, ValidationResult, apply_gate, not_runnable, validate_logits
+from lkca_edge.gates import ValidationResult, apply_gate, gate_for, not_runnable, validate_logits
 
 
 def static_validation(backend, path, model, images, labels, reference, precision: str,
-                      reason: str) -> ValidationResult:
+                      reason: str, *, trained: bool = True, data: str | None = None,
+                      labels_note: str = "") -> ValidationResult:
     """For an artifact this OS cannot run: the backend's structural checks, plus its off-device
     accuracy estimate where it has one (labelled ``estimate``; never a device measurement)."""
-    result = not_runnable(backend.name, precision, reference, labels, reason)
+    result = not_runnable(backend.name, precision, reference, labels, reason, trained=trained,
+                          data=data, labels_note=labels_note)
     if not hasattr(backend, "validate_static"):
         return result
     static = backend.validate_static(path, model, images=images, labels=labels)
     est = static.get("estimate")
     if est and est.get("accuracy") is not None:
         result.estimate = True
-        for key in ("accuracy", "top1_agreement", "max_abs_err", "mean_abs_err"):
-            setattr(result, key, est.get(key))
-        apply_gate(result, GATES.get(precision, GATES["int8"]))
+        for key in ("accuracy", "top1_agreement", "max_abs_err", "mean_abs_err", "cosine",
+                    "decisive_agreement", "n_decisive"):
+            if key in est:
+                setattr(result, key, est.get(key))
+        apply_gate(result, gate_for(precision, trained))
     if static.get("passed") is False:
         result.passed = False
         result.failures = list(static.get("failures", [])) + result.failures
-    result.note = f"{reason}. {static.get('note', '')}".strip()
+    result.note = f"{result.note}. {static.get('note', '')}".strip()
     return result
 
 
-def _validation_inputs(artifact, dataset: str | None, limit: int | None, verify: bool):
-    """(artifact, manifest, backend, test images, labels, fp32 source model) for validate."""
+def _classes(manifest) -> int:
+    config = manifest.config or {}
+    if isinstance(config.get("num_classes"), int):
+        return config["num_classes"]
+    shape = (manifest.outputs[0].get("shape") if manifest.outputs else None) or [0]
+    return int(shape[-1])
+
+
+def validation_inputs(artifact, manifest, prep, dataset: str | None, limit: int | None):
+    """(images, labels, reference logits, data spec, labels note, where) to validate on: the
+    validation pack, or ``dataset`` with the rebuilt source model's logits."""
+    from lkca_edge.validation_pack import read_pack
+
+    if dataset is None and manifest.validation_pack:
+        pack = read_pack(artifact, manifest.validation_pack)
+        n = min(limit or len(pack), len(pack))
+        spec = (manifest.data or {}).get("spec")
+        where = f"its validation pack ({n} held-out images of {spec or 'the export data'})"
+        return (pack.images(prep)[:n], pack.labels[:n], pack.reference_logits[:n], spec,
+                (manifest.validation or {}).get("labels_note", ""), where)
+    if importlib.util.find_spec("torch") is None:
+        raise UserError("validating on a data set needs the fp32 source model, which needs torch "
+                        "(pip install 'lkca-edge[convert]'); without --dataset, validate uses the "
+                        "artifact's validation pack" + ("" if manifest.validation_pack else
+                                                        ", which this artifact has none of"))
     from lkca_edge.builder import rebuild_source_model
-    from lkca_edge.data import load_dataset
-    from lkca_edge.pipelines.artifacts import open_artifact
-    from lkca_edge.preprocessing import Preprocessing
+    from lkca_edge.data import load_for_model, recorded_spec
+    from lkca_edge.evaluation import reference_logits
 
-    artifact, manifest, backend = open_artifact(artifact, verify)
-    prep = Preprocessing.from_dict(manifest.preprocessing)
-    spec = dataset or (manifest.calibration or {}).get("dataset") or "digits"
-    data = load_dataset(spec, prep)
+    spec = recorded_spec(dataset, manifest.data_record(), "--dataset", f"{artifact.name}")
+    model = rebuild_source_model(manifest)
+    data = load_for_model(spec, prep, prep.labels, _classes(manifest), manifest.model)
     n = min(limit or len(data.test_x), len(data.test_x))
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be at least 1, got {limit}")
-    return artifact, manifest, backend, data.test_x[:n], data.test_y[:n], rebuild_source_model(manifest)
-
-
-def _validate(artifact, manifest, backend, x, y, model, threads: int) -> ValidationResult:
-    from lkca_edge.isolation import run_isolated
-    from lkca_edge.pipelines.artifacts import run_artifact, static_check
-
-    ref = reference_logits(model, x)
-    reason = backend.runnable()
-    if reason is not None:
-        static_check(backend, artifact)  # a file its backend cannot even read is refused
-        result = not_runnable(backend.name, manifest.precision, ref, y, reason)
-        stored = manifest.validation or {}
-        if stored.get("estimate"):
-            result.note = f"{reason}; export-time estimate: {stored.get('note', '')}"
-        return result
-    logits = run_isolated(run_artifact, backend.name, str(artifact), x, threads,
-                          what=f"the {backend.name} runtime loading {artifact.name}")
-    return validate_logits(logits, ref, y, backend.name, manifest.precision)
+    x, y = data.test_x[:n], data.test_y[:n]
+    return x, y, reference_logits(model, x), spec, data.note, f"{n} test images of {spec}"
 
 
 def validate_artifact(artifact, dataset: str | None = None, limit: int | None = None,
                       threads: int = 1, verify: bool = True) -> ValidationResult:
-    """`lkca-edge validate`: the artifact against its rebuilt fp32 source on real test images."""
-    return _validate(*_validation_inputs(artifact, dataset, limit, verify), threads)
+    """`lkca-edge validate`: the artifact against its fp32 source on real held-out images."""
+    from lkca_edge.isolation import run_isolated
+    from lkca_edge.pipelines.artifacts import open_artifact, run_artifact, static_check
+    from lkca_edge.preprocessing import Preprocessing
+
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
+    artifact, manifest, backend = open_artifact(artifact, verify)
+    gate_for(manifest.precision, manifest.trained)  # an unknown precision is refused first
+    prep = Preprocessing.from_dict(manifest.preprocessing)
+    x, y, ref, spec, labels_note, where = validation_inputs(artifact, manifest, prep, dataset, limit)
+    common = dict(trained=manifest.trained, data=spec, labels_note=labels_note)
+    reason = backend.runnable()
+    if reason is not None:
+        static_check(backend, artifact)  # a file its backend cannot even read is refused
+        result = not_runnable(backend.name, manifest.precision, ref, y, reason, **common)
+        stored = manifest.validation or {}
+        if stored.get("estimate"):
+            result.note = f"{result.note}; export-time estimate: {stored.get('note', '')}"
+        return result
+    logits = run_isolated(run_artifact, backend.name, str(artifact), x, threads,
+                          what=f"the {backend.name} runtime loading {artifact.name}")
+    return validate_logits(logits, ref, y, backend.name, manifest.precision, note=f"on {where}",
+                           **common)
 
 
 def validate_per_layer(artifact, dataset: str | None = None, limit: int | None = None,
                        threads: int = 1, verify: bool = True):
-    """`lkca-edge validate --per-layer`: the validation and every layer's error, on the same
-    images. Runs whatever the gate says: a failing artifact is when the layers matter."""
+    """`lkca-edge validate --per-layer`: the validation and every layer's error against the fp32
+    source, on the same images. It runs whatever the gate says: a failing artifact is when the
+    layers matter. Needs torch (the source model's layers are the reference)."""
+    from lkca_edge.pipelines.artifacts import open_artifact
     from lkca_edge.pipelines.per_layer import measure_layers
+    from lkca_edge.preprocessing import Preprocessing
 
-    artifact, manifest, backend, x, y, model = _validation_inputs(artifact, dataset, limit, verify)
-    result = _validate(artifact, manifest, backend, x, y, model, threads)
-    layers = measure_layers(backend, artifact, model, x, precision=manifest.precision,
+    result = validate_artifact(artifact, dataset=dataset, limit=limit, threads=threads,
+                               verify=verify)
+    if importlib.util.find_spec("torch") is None:
+        raise UserError("--per-layer compares with the fp32 source model's layers, which needs "
+                        "torch (pip install 'lkca-edge[convert]')")
+    from lkca_edge.builder import rebuild_source_model
+
+    artifact, manifest, backend = open_artifact(artifact, verify=False)  # verified just above
+    prep = Preprocessing.from_dict(manifest.preprocessing)
+    x = validation_inputs(artifact, manifest, prep, dataset, limit)[0]
+    layers = measure_layers(backend, artifact, rebuild_source_model(manifest), x,
+                            precision=manifest.precision,
                             recipe=(manifest.recipe or {}).get("name", ""), threads=threads)
     return result, layers

@@ -47,69 +47,83 @@ def pareto_front(results: dict, x: str = "latency_median_ms", y: str = "accuracy
     return sorted(front, key=lambda k: next(p[0] for p in pts if p[2] == k))
 
 
+def _rejection(c: dict, name: str, prof: dict) -> str | None:
+    """Why cell ``c`` cannot ship on device profile ``prof``, in words; None when it fits."""
+    if c.get("status") != "ok":
+        return f"its {c.get('failed_step') or 'run'} failed ({c.get('error') or 'no reason recorded'})"
+    if c["backend"] not in prof["backends"]:
+        return f"{name} does not run {c['backend']} (it runs {', '.join(prof['backends'])})"
+    # a variant cell (int8-mixed) runs where its artifact's precision does
+    precision = (c.get("manifest") or {}).get("precision", c["precision"])
+    if precision not in prof["precisions"]:
+        return f"{name} does not run {precision} models (it runs {', '.join(prof['precisions'])})"
+    validation = c.get("validation") or {}
+    latency = (c.get("profile") or {}).get("latency_ms")
+    if latency is None and metric(c, "latency_p90_ms") is not None:
+        latency = {"p90": metric(c, "latency_p90_ms")}  # a results file without profiles
+    checked = check_budgets(prof, latency, metric(c, "peak_rss_mb"),
+                            accuracy_drop_points(validation))
+    if validation.get("passed") is False:
+        first = (validation.get("failures") or ["no reason recorded"])[0]
+        return f"it failed its validation gate ({first})"
+    if checked["latency_value"] is None:
+        why = (c.get("note") or "").split("; ")[0] or "it was not run"
+        return f"no latency was measured ({why})"
+    if validation.get("trained") is False:
+        return "the model is untrained: its accuracy says nothing, so it is no candidate to ship"
+    if checked["accuracy_ok"] is None:
+        return ("no accuracy was measured on a runtime (only an off-device estimate)"
+                if validation.get("estimate") else "no accuracy was measured on a runtime")
+    if not checked["accuracy_ok"]:
+        return (f"its accuracy drop of {accuracy_drop_points(validation):.2f} pt exceeds the "
+                f"{prof['accuracy_gate']:g} pt gate")
+    if not checked["latency_ok"]:
+        return (f"its {checked['latency_stat']} latency of {checked['latency_value']:.3g} ms "
+                f"exceeds the {prof['latency_budget_ms']:g} ms budget")
+    if checked["memory_ok"] is False:
+        return (f"its peak memory of {metric(c, 'peak_rss_mb'):.0f} MB exceeds the "
+                f"{prof['ram_budget_mb']:g} MB budget")
+    return None
+
+
 def what_to_ship(results: dict) -> list[dict]:
     """Per device profile: the fastest ok cell (lowest median) that meets its budgets (latency and
     peak memory, by ``lkca_edge.budgets``) and accuracy gate and whose backend and precision it
-    supports; else why nothing qualifies."""
+    supports; else, per cell, why not (``rejected``) and a summary (``reason``)."""
     run = results.get("run", {})
     measured_device = run.get("device")
     out = []
     for name, prof in (run.get("device_profiles") or {}).items():
-        reasons: dict[str, int] = {}
-
-        def no(why: str) -> None:
-            reasons[why] = reasons.get(why, 0) + 1
-
-        fits = []
+        fits, rejected = [], []
         for c in results.get("cells", []):
-            if c.get("status") != "ok":
-                no("failed")
-                continue
-            if c["backend"] not in prof["backends"]:
-                no(f"backend not on {name}")
-                continue
-            # a variant cell (int8-mixed) runs where its artifact's precision does
-            if (c.get("manifest") or {}).get("precision", c["precision"]) not in prof["precisions"]:
-                no(f"precision not on {name}")
-                continue
-            latency = (c.get("profile") or {}).get("latency_ms")
-            if latency is None and metric(c, "latency_p90_ms") is not None:
-                latency = {"p90": metric(c, "latency_p90_ms")}  # a results file without profiles
-            checked = check_budgets(prof, latency, metric(c, "peak_rss_mb"),
-                                    accuracy_drop_points(c.get("validation")))
-            if checked["latency_value"] is None:
-                no("no latency measured here")
-                continue
-            if (c.get("validation") or {}).get("passed") is False:
-                no("validation gate failed")
-                continue
-            if checked["accuracy_ok"] is None:
-                no("no accuracy measured")
-                continue
-            if not checked["accuracy_ok"]:
-                no(f"accuracy drop > {prof['accuracy_gate']:g} pt")
-                continue
-            if not checked["latency_ok"]:
-                no(f"{checked['latency_stat']} > {prof['latency_budget_ms']:g} ms")
-                continue
-            if checked["memory_ok"] is False:
-                no(f"peak memory > {prof['ram_budget_mb']:g} MB")
-                continue
-            fits.append(c)
-        entry = {"device": name, "cell": None, "reason": "", "measured_on_this_device": name == measured_device}
+            why = _rejection(c, name, prof)
+            if why is None:
+                fits.append(c)
+            else:
+                rejected.append({"cell": list(cell_key(c)), "why": why})
+        entry = {"device": name, "cell": None, "reason": "", "rejected": rejected,
+                 "measured_on_this_device": name == measured_device}
         if fits:
             best = min(fits, key=lambda c: (metric(c, "latency_median_ms") or metric(c, "latency_p90_ms"),
-                                            metric(c, "latency_p90_ms")))
+                                            metric(c, "latency_p90_ms") or 0.0))
             entry["cell"] = list(cell_key(best))
             entry["latency_median_ms"] = metric(best, "latency_median_ms")
             entry["latency_p90_ms"] = metric(best, "latency_p90_ms")
             entry["accuracy"] = metric(best, "accuracy")
             entry["peak_rss_mb"] = metric(best, "peak_rss_mb")
         else:
-            entry["reason"] = "; ".join(f"{why} ({n})" for why, n in
-                                        sorted(reasons.items(), key=lambda kv: -kv[1])) or "no cells"
+            entry["reason"] = _summary(rejected) or "no cells"
         out.append(entry)
     return out
+
+
+def _summary(rejected: list[dict]) -> str:
+    """One sentence per distinct reason, with the cells it applies to."""
+    groups: dict[str, list[str]] = {}
+    for r in rejected:
+        _, backend, precision = r["cell"]
+        groups.setdefault(r["why"], []).append(f"{backend} {precision}")
+    return "; ".join(f"{', '.join(cells)}: {why}" for why, cells in groups.items())
 
 
 def ship_line(entry: dict, measured_device: str | None = None) -> str:
@@ -198,3 +212,36 @@ def compare_results(a: dict, b: dict, thresholds: Thresholds | None = None) -> l
                 ch.notes.append("not measured (static)")
         changes.append(ch)
     return changes
+
+
+def run_differences(a: dict, b: dict) -> list[str]:
+    """What differs between the conditions of two runs (host, device profile, threads, data,
+    weights, tool versions): figures compared across such runs compare more than the change."""
+    ra, rb = a.get("run") or {}, b.get("run") or {}
+    out = []
+
+    def host(run):
+        h = run.get("host") or {}
+        return (h.get("name"), h.get("cpu")) if isinstance(h, dict) else (str(h), None)
+
+    if host(ra) != host(rb):
+        out.append(f"host: {' / '.join(str(x) for x in host(ra) if x)} vs "
+                   f"{' / '.join(str(x) for x in host(rb) if x)}")
+    for key, what in (("device", "device profile"), ("threads", "threads")):
+        if ra.get(key) != rb.get(key):
+            out.append(f"{what}: {ra.get(key)} vs {rb.get(key)}")
+
+    def per_model(run, key, field=None):
+        d = run.get(key) or {}
+        return {m: (v.get(field) if field and isinstance(v, dict) else v) for m, v in d.items()}
+
+    for key, field, what in (("data", "spec", "data"), ("weights", None, "weights")):
+        da, db = per_model(ra, key, field), per_model(rb, key, field)
+        for model in sorted(set(da) & set(db)):
+            if da[model] != db[model]:
+                out.append(f"{what} of {model}: {da[model]} vs {db[model]}")
+    va, vb = ra.get("versions") or {}, rb.get("versions") or {}
+    changed = sorted(k for k in set(va) & set(vb) if va[k] != vb[k])
+    if changed:
+        out.append("tool versions: " + ", ".join(f"{k} {va[k]} vs {vb[k]}" for k in changed))
+    return out
