@@ -218,19 +218,45 @@ def onnx_tensor_graph(model):
                        numel=numel)
 
 
+# (data input, its scale input, its zero-point input) of ops that read quantized tensors.
+_INPUT_QUANT = {"QLinearAdd": ((0, 1, 2), (3, 4, 5)), "QLinearMul": ((0, 1, 2), (3, 4, 5)),
+                "QLinearMatMul": ((0, 1, 2), (3, 4, 5)), "QGemm": ((0, 1, 2), (3, 4, 5)),
+                "DequantizeLinear": ((0, 1, 2),), "QLinearGlobalAveragePool": ((0, 1, 2),),
+                "QLinearSigmoid": ((0, 1, 2),), "QLinearLeakyRelu": ((0, 1, 2),)}
+_SAME_QUANT = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")  # move bytes only
+
+
 def _tensor_quantization(model) -> dict[str, tuple[float, int]]:
-    """(scale, zero point) of every quantized tensor whose quantization is stored as constants."""
+    """(scale, zero point) of every quantized tensor whose quantization is stored as constants:
+    from the op that writes it, an op that reads it, or through reshapes and transposes."""
     from onnx import numpy_helper
 
     consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    out = {}
+    out: dict[str, tuple[float, int]] = {}
+
+    def record(name, scale_name, zero_name):
+        scale, zero = consts.get(scale_name), consts.get(zero_name)
+        if name and scale is not None and scale.size == 1 and name not in out:
+            out[name] = (float(scale.reshape(-1)[0]),
+                         int(zero.reshape(-1)[0]) if zero is not None else 0)
+
     for node in model.graph.node:
         where = _OUTPUT_QUANT.get(node.op_type)
         if where and max(where) < len(node.input) and node.output:
-            scale, zero = consts.get(node.input[where[0]]), consts.get(node.input[where[1]])
-            if scale is not None and scale.size == 1:
-                out[node.output[0]] = (float(scale.reshape(-1)[0]),
-                                       int(zero.reshape(-1)[0]) if zero is not None else 0)
+            record(node.output[0], node.input[where[0]], node.input[where[1]])
+        for data, scale, zero in _INPUT_QUANT.get(node.op_type, ()):
+            if zero < len(node.input):
+                record(node.input[data], node.input[scale], node.input[zero])
+    moves = [(n.input[0], n.output[0]) for n in model.graph.node
+             if n.op_type in _SAME_QUANT and n.input and n.output]
+    changed = True
+    while changed:
+        changed = False
+        for a, b in moves:
+            for src, dst in ((a, b), (b, a)):
+                if src in out and dst not in out:
+                    out[dst] = out[src]
+                    changed = True
     return out
 
 

@@ -144,3 +144,39 @@ def test_core_ml_per_layer_is_static_and_says_so(exported):
     _, layers = validate_per_layer(exported("coreml", "int8").artifact, limit=8)
     assert layers.mode == "static" and "STATIC" in layers.note
     assert len(layers.layers) == 29 and all(30 < x.sqnr_db < 80 for x in layers.layers)
+
+
+@pytest.mark.slow
+def test_a_failing_int8_export_names_its_worst_layers_and_fallback_floats_them(tmp_path):
+    """vit-0.5m (an untrained config: gated on numerics) in ONNX static int8 misses the cosine
+    gate. Without --fallback the export names its three worst layers and writes nothing; with it,
+    those layers go float one by one, in the measured order, until the gate passes, and the
+    manifest lists them."""
+    from lkca_edge.errors import GateFailed
+    from lkca_edge.pipelines.export import ExportRequest, export_model
+
+    req = dict(model="vit-0.5m", backend="onnx", recipe="int8", validation_limit=160)
+    with pytest.raises(GateFailed, match=r"layers adding the most error: \S+ \(SQNR [\d.]+ dB\), "
+                                         r"\S+ \(SQNR [\d.]+ dB\), \S+ \(SQNR [\d.]+ dB\)"):
+        export_model(ExportRequest(**req, out=str(tmp_path / "plain")))
+    assert not list((tmp_path / "plain").glob("*.onnx"))
+    result = export_model(ExportRequest(**req, out=str(tmp_path / "fallback"), fallback=True))
+    m = result.manifest
+    mixed = m.details["mixed_precision"]
+    floated = m.details["float_layers"]
+    assert m.validation["passed"] is True and mixed["target_met"] is True
+    assert floated and floated == [r["name"] for r in mixed["ranking"]][:len(floated)]
+    assert m.recipe["options"]["float_layers"] == floated
+    assert [s["float_layers"] for s in mixed["steps"]] == [floated[:k] for k in range(len(floated) + 1)]
+    assert mixed["steps"][0]["gate_passed"] is False and mixed["steps"][-1]["gate_passed"] is True
+
+
+@pytest.mark.slow
+def test_executorch_lists_what_it_did_not_delegate_and_why(exported):
+    """fp32-aten-norms leaves LayerNorm to the portable kernels: the manifest says which ops and
+    the partitioner's reason."""
+    details = exported("executorch", recipe="fp32-aten-norms", validation_limit=16).manifest.details
+    reasons = {r["op"]: r for r in details["not_delegated_reasons"]}
+    assert set(reasons) == set(details["not_delegated"])
+    assert "aten.native_layer_norm" in reasons
+    assert all(r["reason"] and r["count"] == details["not_delegated"][op] for op, r in reasons.items())
