@@ -166,7 +166,7 @@ def test_a_failing_int8_export_names_its_worst_layers_and_fallback_floats_them(t
     floated = m.details["float_layers"]
     assert m.validation["passed"] is True and mixed["target_met"] is True
     assert floated and floated == [r["name"] for r in mixed["ranking"]][:len(floated)]
-    assert m.recipe["options"]["float_layers"] == floated
+    assert list(m.recipe["options"]["float_layers"]) == floated
     assert [s["float_layers"] for s in mixed["steps"]] == [floated[:k] for k in range(len(floated) + 1)]
     assert mixed["steps"][0]["gate_passed"] is False and mixed["steps"][-1]["gate_passed"] is True
 
