@@ -24,7 +24,7 @@ def export(model_or_name, backend: str, precision: str | None = "fp32", *,
            calibration: str | None = None, out: str | Path, form: str | None = None,
            example_input=None, preprocessing=None, name: str | None = None,
            validation_limit: int | None = None, calibration_size: int = 128,
-           enforce_gate: bool = True):
+           enforce_gate: bool = True, fallback: bool = False):
     """Convert a model for ``backend``, validate it on real images and write the artifact, its
     validation pack and manifest into ``out``; returns an ``ExportResult`` (``.artifact``,
     ``.manifest``, ``.validation``).
@@ -35,7 +35,8 @@ def export(model_or_name, backend: str, precision: str | None = "fp32", *,
     batch-1 array or tensor) and ``preprocessing`` (a ``Preprocessing`` with its label names),
     and ``calibration`` (the data it is validated on; its labels are matched by name). LKCA
     rewrites apply only where they fit. ``recipe`` picks any of the backend's recipes
-    (``precision=None`` then takes the recipe's).
+    (``precision=None`` then takes the recipe's). ``fallback``: an int8 export whose gate fails
+    keeps its layers that add the most error in float until it passes (the manifest lists them).
     """
     from lkca_edge.pipelines.export import ExportRequest, export_model
 
@@ -46,7 +47,7 @@ def export(model_or_name, backend: str, precision: str | None = "fp32", *,
                         checkpoint=str(checkpoint) if checkpoint is not None else None,
                         form=form, calibration=calibration, calibration_size=calibration_size,
                         out=str(out), enforce_gate=enforce_gate,
-                        validation_limit=validation_limit, name=name)
+                        validation_limit=validation_limit, name=name, fallback=fallback)
     if model_or_name is None or isinstance(model_or_name, str):
         return export_model(req)
     return export_model(req, model=_prepared_module(model_or_name, example_input, preprocessing,
@@ -98,6 +99,17 @@ def validate(artifact: str | Path, dataset: str | None = None, limit: int | None
     from lkca_edge.pipelines.validate import validate_artifact
 
     return validate_artifact(artifact, dataset=dataset, limit=limit, threads=threads, verify=verify)
+
+
+def per_layer(artifact: str | Path, dataset: str | None = None, limit: int | None = None, *,
+              threads: int = 1, verify: bool = True):
+    """Validate an artifact and compare every layer with the fp32 source's (needs torch);
+    returns (``ValidationResult``, ``PerLayerResult``: ``.layers`` with SQNR dB, max abs error
+    and cosine per source-model layer, ``.worst``, ``.to_dict()``)."""
+    from lkca_edge.pipelines.validate import validate_per_layer
+
+    return validate_per_layer(artifact, dataset=dataset, limit=limit, threads=threads,
+                              verify=verify)
 
 
 def profile(artifact: str | Path, device: str = "host", threads: int | None = None,
