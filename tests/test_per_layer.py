@@ -180,3 +180,50 @@ def test_executorch_lists_what_it_did_not_delegate_and_why(exported):
     assert set(reasons) == set(details["not_delegated"])
     assert "aten.native_layer_norm" in reasons
     assert all(r["reason"] and r["count"] == details["not_delegated"][op] for op, r in reasons.items())
+
+
+def _cell(backend: str, precision: str, latency: float, per_layer=None, ops=(), details=None):
+    return {"model": "lkca-1m", "backend": backend, "precision": precision,
+            "recipe": precision if precision != "fp32" else "fp32", "form": "fused",
+            "status": "ok", "failed_step": None, "error": None, "mode": "measured", "note": "",
+            "artifact": f"artifacts/x.{backend}",
+            "metrics": {"latency_median_ms": latency, "latency_p90_ms": latency * 1.1,
+                        "accuracy": 0.97, "top1_agreement": 0.99, "size_bytes": 1_000_000},
+            "validation": {"passed": True, "runnable": True}, "delegation": None,
+            "profile": {"ops": list(ops), "details": details or {}, "verdict": {}},
+            "manifest": {"precision": "int8" if precision.startswith("int8") else precision,
+                         "details": {"mixed_precision": {"float_layers": ["blocks.0.mixer"],
+                                                         "target_met": True}}
+                         if precision == "int8-mixed" else {}},
+            "per_layer": per_layer}
+
+
+def test_report_shows_layers_ops_and_mixed_precision(tmp_path):
+    """The bench report's issue-14 sections from a results object: the per-layer table and plot
+    of every int8 cell, the operator time of every timed cell (by type and by layer) and the
+    mixed recipe beside the int8 default."""
+    from lkca_edge.apps.report import render_html, render_markdown, write_report
+    from lkca_edge.results import SCHEMA
+
+    layers = {"layers": [{"name": n, "sqnr_db": 30.0 + i, "max_abs_err": 0.1, "cosine": 0.999,
+                          "mean_abs_err": 0.01} for i, n in enumerate(["patch_embed", "blocks.0.mixer",
+                                                                        "blocks.0.mlp", "blocks.0", "head"])],
+              "worst": ["blocks.0.mixer"], "mode": "measured", "n_images": 8, "method": "taps",
+              "missing": {}}
+    ops = [{"name": "blocks.0.mlp/FC", "type": "FC", "module": "blocks.0.mlp", "count": 2,
+            "total_ms": 0.3, "mean_ms": 0.15, "share": 0.75, "delegated": True, "op": "blocks.0.mlp/FC",
+            "ms": 0.3},
+           {"name": "head/ADD", "type": "ADD", "module": "head", "count": 1, "total_ms": 0.1,
+            "mean_ms": 0.1, "share": 0.25, "delegated": True, "op": "head/ADD", "ms": 0.1}]
+    results = {"schema": SCHEMA, "run": {"models": ["lkca-1m"], "device": "host"},
+               "cells": [_cell("executorch", "int8", 1.0, layers, ops, {"ops_method": "ETDump"}),
+                         _cell("executorch", "int8-mixed", 1.2, layers, ops)]}
+    md = render_markdown(results)
+    assert "## Per-layer numerics" in md and "| blocks.0.mixer | 31.0 | 0.1 | 0.999000 | #1 |" in md
+    assert "## Operator time per cell" in md and "| blocks.0.mlp | 0.3000 | 75% |" in md
+    assert "## Mixed precision" in md and "+0.200 ms (+20%)" in md and "blocks.0.mixer" in md
+    files = write_report(results, tmp_path)
+    assert (tmp_path / "plots" / "layers_lkca-1m_executorch_int8.png").is_file()
+    html = (tmp_path / "report.html").read_text()
+    assert html.count('id="plot-layers_') == 2 and "Per-layer numerics" in html
+    assert files["report.md"].is_file() and render_html(results, []).count("<table") >= 5
