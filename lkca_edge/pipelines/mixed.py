@@ -55,7 +55,9 @@ def keep_sensitive_layers_float(recipe, conversion, validation: ValidationResult
     target = gate_for("int8", getattr(validation, "trained", True)) if fallback else MIXED_TARGET
     budget = FALLBACK_BUDGET if fallback else MIXED_BUDGET
     layers = measure()
-    ranking = [s for s in layers.sensitivity if s["added_noise"] > 0]
+    from lkca_edge.pipelines.per_layer import ROUNDING_NOISE
+
+    ranking = [s for s in layers.sensitivity if s["added_noise"] > ROUNDING_NOISE]
     steps = [_step([], validation, target)]
     seconds = 0.0
     current = (recipe, conversion, validation)

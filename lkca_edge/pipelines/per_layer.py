@@ -26,6 +26,7 @@ from lkca_edge.errors import UserError
 
 CHUNK = 32  # images per tapped run in the child: bounds its memory for any test-set size
 WORST = 3
+ROUNDING_NOISE = 1e-8  # added noise/signal below this (80 dB) is float rounding, not a culprit
 
 
 @dataclass
@@ -58,7 +59,7 @@ class PerLayerResult:
 
     @property
     def worst(self) -> list[str]:
-        return [s["name"] for s in self.sensitivity[:WORST] if s["added_noise"] > 0]
+        return [s["name"] for s in self.sensitivity[:WORST] if s["added_noise"] > ROUNDING_NOISE]
 
     def worst_text(self) -> str:
         by_name = {layer.name: layer for layer in self.layers}
@@ -66,7 +67,7 @@ class PerLayerResult:
         for name in self.worst:
             layer = by_name.get(name)
             parts.append(f"{name} (SQNR {layer.sqnr_db:.1f} dB)" if layer else name)
-        return ", ".join(parts) or "none (no layer adds error)"
+        return ", ".join(parts) or "none (no layer adds more than float rounding)"
 
     def to_dict(self) -> dict:
         d = asdict(self)
