@@ -628,7 +628,7 @@ def render_markdown(results: dict, plot_files: dict[str, str] | None = None) -> 
         out += ["## Failures and notes", ""] + [f"- {_md_escape(n)}" for n in notes] + [""]
     deleg = delegation_table(results)
     if deleg:
-        out += ["## Delegation coverage (ExecuTorch)", "", md_table(deleg), ""]
+        out += ["## Delegation coverage (ExecuTorch, LiteRT XNNPACK)", "", md_table(deleg), ""]
     plot_files = plot_files or {}
     general = {k: v for k, v in plot_files.items() if not k.startswith("layers_")}
     if general:
@@ -718,7 +718,7 @@ def render_html(results: dict, plots: list[Plot]) -> str:
         body.append("<h2>Failures and notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     deleg = delegation_table(results)
     if deleg:
-        body += ["<h2>Delegation coverage (ExecuTorch)</h2>", html_table(deleg, "delegation")]
+        body += ["<h2>Delegation coverage (ExecuTorch, LiteRT XNNPACK)</h2>", html_table(deleg, "delegation")]
     layer_plots = {p.name: p for p in plots if p.name.startswith("layers_")}
     general = [p for p in plots if not p.name.startswith("layers_")]
     if general:
