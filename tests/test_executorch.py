@@ -138,7 +138,7 @@ def test_recipes_and_light_import():
     assert backend.name == "executorch" and backend.extension == ".pte"
     assert backend.recipe("int8").name == "int8" and backend.recipe("int8").calibrated
     assert backend.recipe(recipe="int8-dynamic").option("mode") == "dynamic"
-    assert set(backend.recipes) == {"fp32", "fp32-aten-norms", "int8", "int8-dynamic"}
+    assert set(backend.recipes) == {"fp32", "fp32-aten-norms", "int8", "int8-dynamic", "int8-mixed"}
     with pytest.raises(UserError):
         backend.recipe("fp16")
     code = "import sys, lkca_edge.converters.executorch; print('torch' in sys.modules)"
