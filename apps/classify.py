@@ -66,6 +66,7 @@ def classify(images: list[str | Path], artifact: str | Path, top_k: int = 5, thr
     prep = Preprocessing.from_dict(manifest.preprocessing)
 
     batch = np.concatenate([prep.load_image(p) for p in images])  # UserError names a bad file
+    batch = prep.as_input(batch, manifest.input_kind)  # uint8 RGB pixels for an image input
     expected = (manifest.inputs[0].get("shape") if manifest.inputs else None) or []
     if expected and list(batch.shape[1:]) != [int(s) for s in expected[1:]]:
         raise UserError(f"{artifact.name} takes inputs of shape {expected}, but its preprocessing "

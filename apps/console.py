@@ -89,9 +89,11 @@ def print_bench_summary(outcome, wide: bool = False) -> None:
     t = summary_table(results) if wide else compact_table(results)
     run = results["run"]
     table = Table(title=f"lkca-edge bench: {printable(', '.join(run['models']))} on "
-                        f"{printable(run['device'])} ({BEST} = best per metric"
-                        + ("" if wide else "; ~ = estimate, n/m = not meaningful; --wide for all")
-                        + ")", title_justify="left", header_style="bold")
+                        f"{printable(run['device'])}", title_justify="left", header_style="bold",
+                  caption=f"{BEST} best per metric" + ("" if wide else
+                                                       " · ~ estimate · n/m not meaningful "
+                                                       "(untrained) · --wide: every column"),
+                  caption_justify="left")
     for h, a in zip(t.headers, t.align):
         table.add_column(h, justify="right" if a == "r" else "left", no_wrap=True)
     for cell, row in zip(results["cells"], t.rows):

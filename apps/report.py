@@ -65,7 +65,9 @@ class Table:
 LEGEND = ("Budgets mem/lat/acc: the cell against the {device} profile (peak memory, p90 latency, "
           "accuracy drop vs fp32 in points). drop pt = fp32 source accuracy − artifact accuracy "
           "on the held-out test images. est. = an off-device estimate (the backend cannot run "
-          "here), never a measurement. ok (static) = converted and checked, not run on this host.")
+          "here), never a measurement. ok (static) = converted and checked, not run on this host. "
+          "Memory and latency verdicts come only from the device itself: a cell measured "
+          "anywhere else shows n/a there (not measured on the device).")
 
 # Columns of the main table: header, metric (for best marks), formatter.
 MAIN_COLUMNS = (
@@ -131,7 +133,7 @@ def compact_table(results: dict) -> Table:
         ["drop", "gate", "mem/lat/acc"]
     rows = []
     for c, row in zip(cells, wide.rows):
-        status = row[index["status"]].replace("ok (static)", "static").replace("FAILED", "FAIL")
+        status = row[index["status"]].replace("ok (static)", "static")
         out = [row[index[h]] for h in keep[:-1]] + [status]
         for title, name, _ in COMPACT_COLUMNS:
             source = {"KB": "size KB"}.get(title, title)

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bad_inputs.py                  # every case, about 5 minutes
     .venv/bin/python benchmarks/bad_inputs.py --only artifact  # cases whose id contains a word
     .venv/bin/python benchmarks/bad_inputs.py --json out.json --keep /tmp/bad-inputs
+    .venv/bin/python benchmarks/bad_inputs.py --json benchmarks/results/bad_inputs.json  # the README's
 
 Each case runs the real CLI (`python -m lkca_edge ...`) in a child process on one bad input and
 checks that it exits non-zero (not by a signal) with exactly one line on stderr, no traceback
@@ -35,7 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BACKEND_EXT = {"executorch": ".pte", "tflite": ".tflite", "onnx": ".onnx", "coreml": ".mlpackage"}
+if str(REPO) not in sys.path:  # lkca_edge from this checkout
+    sys.path.insert(0, str(REPO))
+SCHEMA = "lkca-edge-bad-inputs/1"
 FULL_DISK_BYTES = 200_000  # RLIMIT_FSIZE: any write past 200 KB fails (EFBIG), like a full disk
 
 
@@ -95,18 +98,12 @@ def child_env() -> dict:
     return env
 
 
-def _sha256(path: Path) -> str:
-    from lkca_edge.manifest import sha256_of
-
-    return sha256_of(path)
-
-
 def _manifest_for(path: Path, backend: str, base: dict) -> Path:
     """A manifest beside ``path`` that matches its bytes and names ``backend``, so the check
     reaches the backend's own loader (not just the manifest's sha256)."""
-    from lkca_edge.manifest import size_of
+    from lkca_edge.manifest import sha256_of, size_of
 
-    m = dict(base, artifact=path.name, backend=backend, sha256=_sha256(path), size_bytes=size_of(path))
+    m = dict(base, artifact=path.name, backend=backend, sha256=sha256_of(path), size_bytes=size_of(path))
     m["recipe"] = dict(base["recipe"], name=f"{backend}-fp32")
     path.with_name(path.name + ".manifest.json").write_text(json.dumps(m, indent=2))
     return path
@@ -118,11 +115,18 @@ def _random_bytes(n: int, seed: int) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
 
 
+def backend_extensions() -> dict[str, str]:
+    """{backend: its artifact extension}, every backend the library has."""
+    from lkca_edge.converters import backend_names, get_backend
+
+    return {name: get_backend(name).extension for name in backend_names()}
+
+
 def installed_backends() -> list[str]:
     from lkca_edge.converters import get_backend
 
     out = []
-    for name in BACKEND_EXT:
+    for name in backend_extensions():
         try:
             if get_backend(name).available() is None:
                 out.append(name)
@@ -154,7 +158,7 @@ def make_fixtures(tmp: Path, backends: list[str] | None = None, log=print) -> di
         t0 = time.perf_counter()
         proc = _cli("export", "lkca-1m", "--backend", backend, "--out", str(real / backend),
                     "--no-validate", check=False)
-        arts = [p for p in (real / backend).glob(f"*{BACKEND_EXT[backend]}")]
+        arts = [p for p in (real / backend).glob(f"*{backend_extensions()[backend]}")]
         if proc.returncode == 0 and arts:
             fx["real"][backend] = arts[0]
             log(f"fixtures: exported {arts[0].name} ({time.perf_counter() - t0:.0f} s)")
@@ -166,7 +170,7 @@ def make_fixtures(tmp: Path, backends: list[str] | None = None, log=print) -> di
     arts.mkdir()
     fx["artifacts"] = {}
     onnx_bytes = onnx.read_bytes()
-    for i, (backend, ext) in enumerate(BACKEND_EXT.items()):
+    for i, (backend, ext) in enumerate(backend_extensions().items()):
         kinds = {}
         if ext == ".mlpackage":  # a package is a directory
             pkg = arts / f"random{ext}"
@@ -380,7 +384,7 @@ def cases(fx: dict) -> list[Case]:
 
     # bad artifacts for every backend's extension, through validate, profile and classify
     for backend, kinds in fx["artifacts"].items():
-        ext = BACKEND_EXT[backend]
+        ext = backend_extensions()[backend]
         for kind, path in kinds.items():
             for command in ("validate", "profile", "classify"):
                 argv = {"validate": ["validate", str(path), "--limit", "20"],
@@ -525,17 +529,62 @@ def _cell(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def markdown(outcomes: list[Outcome], tmp: Path, width: int = 200) -> str:
+def record(o: Outcome, tmp: Path) -> dict:
+    """One outcome as the result file keeps it: the fixture directory shown as $TMP."""
+    hide = (lambda text: text.replace(str(tmp), "$TMP"))  # noqa: E731
+    return {"id": o.case.id, "input": o.case.input, "command": o.case.command,
+            "argv": [hide(a) for a in o.case.argv], "control": o.case.control, "exit": o.code,
+            "message": hide(o.message), "stderr": hide(o.stderr), "ok": o.ok,
+            "problems": [hide(p) for p in o.problems], "seconds": round(o.seconds, 2)}
+
+
+def table(records: list[dict], width: int = 200) -> str:
+    """Bad input x command: exit code, the one line shown, verdict (a Markdown table)."""
     rows = ["| bad input | command | exit | message shown (stderr) | check |",
             "|---|---|---|---|---|"]
-    for o in outcomes:
-        msg = o.message.replace(str(tmp), "$TMP")
-        verdict = "ok" if o.ok else "FAIL: " + "; ".join(o.problems)
-        if o.case.control and o.ok:
+    for r in records:
+        verdict = "ok" if r["ok"] else "FAIL: " + "; ".join(r["problems"])
+        if r["control"] and r["ok"]:
             verdict = "ok (control: must succeed)"
-        rows.append(f"| {_cell(o.case.input, 60)} | {o.case.command} | "
-                    f"{'—' if o.code is None else o.code} | {_cell(msg, width)} | {_cell(verdict, 80)} |")
+        rows.append(f"| {_cell(r['input'], 60)} | {r['command']} | "
+                    f"{'—' if r['exit'] is None else r['exit']} | {_cell(r['message'], width)} | "
+                    f"{_cell(verdict, 80)} |")
     return "\n".join(rows)
+
+
+def summary(records: list[dict]) -> str:
+    """Per CLI command: cases run, passed, failed (a Markdown table)."""
+    by: dict[str, list[int]] = {}
+    for r in records:
+        n = by.setdefault(r["command"], [0, 0])
+        n[0] += 1
+        n[1] += bool(r["ok"])
+    rows = ["| command | cases | pass | fail |", "|---|---|---|---|"]
+    for command, (total, ok) in sorted(by.items()):
+        rows.append(f"| {command} | {total} | {ok} | {total - ok} |")
+    total, ok = len(records), sum(bool(r["ok"]) for r in records)
+    rows.append(f"| **all** | **{total}** | **{ok}** | **{total - ok}** |")
+    return "\n".join(rows)
+
+
+def markdown(outcomes: list[Outcome], tmp: Path, width: int = 200) -> str:
+    return table([record(o, tmp) for o in outcomes], width)
+
+
+def result(outcomes: list[Outcome], tmp: Path, fx: dict, argv: list[str]) -> dict:
+    """The result file (schema ``lkca-edge-bad-inputs/1``) ``benchmarks/render_readme.py`` reads."""
+    import shlex
+
+    from lkca_edge.bench import versions
+    from lkca_edge.hostinfo import host_info
+
+    return {"schema": SCHEMA,
+            "command": " ".join(shlex.quote(a) for a in [".venv/bin/python",
+                                                         "benchmarks/bad_inputs.py", *argv]),
+            "finished": time.strftime("%Y-%m-%d %H:%M", time.localtime()),
+            "host": host_info(), "versions": versions(), "as_root": os.geteuid() == 0,
+            "real_artifacts": sorted(fx["real"]),
+            "passed": sum(o.ok for o in outcomes), "cases": [record(o, tmp) for o in outcomes]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -544,11 +593,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backends", nargs="+", help="real artifacts to export for the truncated cases "
                     "(default: every installed backend)")
     ap.add_argument("--keep", metavar="DIR", help="make the fixtures in DIR and keep them")
-    ap.add_argument("--json", metavar="PATH", help="also write the outcomes as JSON")
+    ap.add_argument("--json", metavar="PATH", help="also write the outcomes as JSON (the result "
+                    "file benchmarks/render_readme.py reads)")
     ap.add_argument("--width", type=int, default=200, help="cut messages in the table at N characters")
     args = ap.parse_args(argv)
 
-    sys.path.insert(0, str(REPO))
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="lkca-bad-inputs-")).resolve()
     try:
         fx = make_fixtures(tmp, args.backends if args.backends is not None else installed_backends(),
@@ -565,11 +614,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{len(outcomes) - n_bad} of {len(outcomes)} cases pass"
               + (f"; {n_bad} FAIL" if n_bad else ""))
         if args.json:
-            Path(args.json).write_text(json.dumps(
-                [{"id": o.case.id, "input": o.case.input, "command": o.case.command,
-                  "argv": o.case.argv, "exit": o.code, "stderr": o.stderr, "ok": o.ok,
-                  "problems": o.problems, "seconds": round(o.seconds, 2)} for o in outcomes],
-                indent=2))
+            from lkca_edge.fileio import write_json
+
+            write_json(args.json, result(outcomes, tmp, fx,
+                                         list(sys.argv[1:] if argv is None else argv)))
         return 1 if n_bad else 0
     finally:
         if not args.keep:

@@ -6,6 +6,7 @@ a ``Backend`` subclass; modules named ``_*.py`` are helpers shared by backends.
 
 from lkca_edge.converters.base import (
     PRECISIONS,
+    AppInfo,
     Backend,
     ConversionResult,
     Recipe,
@@ -16,5 +17,5 @@ from lkca_edge.converters.base import (
     resolve_backend_name,
 )
 
-__all__ = ["PRECISIONS", "Backend", "ConversionResult", "Recipe", "Runner", "backend_names",
+__all__ = ["PRECISIONS", "AppInfo", "Backend", "ConversionResult", "Recipe", "Runner", "backend_names",
            "get_backend", "register_backend", "resolve_backend_name"]

@@ -14,8 +14,12 @@ INT8_STEPS = 1.0  # dequantized int8 weight within one quantization step of its 
 MAX_LISTED = 5  # failures listed by name; the rest are counted
 
 
-def check_interface(info: dict, model, example: np.ndarray | None = None) -> list[str]:
-    """One float32 image input of the model's shape, one float32 logits output, compute ops."""
+def check_interface(info: dict, model, example: np.ndarray | None = None, affine=None,
+                    labels=None) -> list[str]:
+    """The package's I/O against the source: one float32 (1, C, H, W) array input of the
+    model's shape, or (with ``affine``) one RGB/BGR image of the model's size normalised by
+    exactly that scale and bias; a float32 (1, classes) ``logits`` output, and (with
+    ``labels``) a classifier over them; compute ops."""
     from lkca_edge.converters.base import num_outputs
 
     c = getattr(model, "config", None)
@@ -24,10 +28,32 @@ def check_interface(info: dict, model, example: np.ndarray | None = None) -> lis
     want_out = [1, num_outputs(model, example[:1] if example is not None else None)]
     fails = []
     ins, outs = info["inputs"], info["outputs"]
-    if len(ins) != 1 or ins[0].get("shape") != want_in or ins[0].get("dtype") != "float32":
-        fails.append(f"inputs are {ins}, expected one float32 {tuple(want_in)} array")
-    if len(outs) != 1 or outs[0].get("shape") != want_out or outs[0].get("dtype") != "float32":
-        fails.append(f"outputs are {outs}, expected one float32 {tuple(want_out)} array")
+    if affine is None:
+        if len(ins) != 1 or ins[0].get("shape") != want_in or ins[0].get("dtype") != "float32":
+            fails.append(f"inputs are {ins}, expected one float32 {tuple(want_in)} array")
+    else:
+        height, width = want_in[2], want_in[3]
+        want = {"type": "image", "width": width, "height": height, "color": affine.color_layout}
+        if len(ins) != 1 or {k: ins[0].get(k) for k in want} != want:
+            fails.append(f"inputs are {ins}, expected one {affine.color_layout} image of "
+                         f"{width}x{height}")
+        found = info.get("image_preprocessing") or {}
+        if not found:
+            fails.append("the image input's scale and bias ops were not found in the program")
+        else:
+            scale_ok = np.isclose(found["scale"], affine.scale, rtol=FP16_RTOL)
+            bias_ok = np.allclose(found["bias"], affine.bias, rtol=FP16_RTOL, atol=FP16_RTOL)
+            if not (scale_ok and bias_ok):
+                fails.append(f"the image input normalises with scale {found['scale']:.6g}, bias "
+                             f"{found['bias']}; the preprocessing needs scale {affine.scale:.6g}, "
+                             f"bias {list(affine.bias)}")
+    arrays = [o for o in outs if o.get("type", "multiArrayType") == "multiArrayType"]
+    if len(arrays) != 1 or arrays[0].get("shape") != want_out or arrays[0].get("dtype") != "float32":
+        fails.append(f"outputs are {outs}, expected one float32 {tuple(want_out)} logits array")
+    if labels is not None:
+        classifier = info.get("classifier") or {}
+        if list(classifier.get("labels") or []) != list(labels):
+            fails.append(f"the classifier's labels are {classifier.get('labels')}, expected {list(labels)}")
     if info["compute_ops"] == 0:
         fails.append("the MIL program has no compute ops")
     return fails
@@ -141,8 +167,11 @@ def match_weights(stored: list[_Stored], model) -> dict:
     """Pair each stored tensor with its source tensor and check it within its storage precision."""
     tensors, required = _source_tensors(model)
     params = dict(model.named_parameters())
-    export_names = {("p_" if name in params else "b_") + name.replace(".", "_"): name
-                    for name in tensors}
+    export_names = {}
+    for name in tensors:  # as torch.export names them, bare or under a wrapper's "network"
+        flat = name.replace(".", "_")
+        prefix = "p_" if name in params else "b_"
+        export_names[prefix + flat] = export_names[f"{prefix}network_{flat}"] = name
     pairs: dict[str, _Stored] = {}
     unclaimed = []
     for s in stored:
@@ -187,7 +216,7 @@ def match_weights(stored: list[_Stored], model) -> dict:
 def static_note(result: dict, info: dict) -> str:
     w = result["weights"]
     ins, outs = info["inputs"], info["outputs"]
-    io = ", ".join(f"{f['name']} {tuple(f.get('shape', []))} {f.get('dtype', '')}" for f in ins + outs)
+    io = ", ".join(f"{f['name']} {_describe_feature(f)}" for f in ins + outs)
     ops = info["compute_ops"]
     worst = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in w["worst"].items())
     head = "static checks passed" if result["passed"] else "static checks FAILED"
@@ -201,3 +230,11 @@ def static_note(result: dict, info: dict) -> str:
         note += (f". ESTIMATE, not a device run ({e['how']}, on {e['images']}): {acc}"
                  f"top-1 agreement {e['top1_agreement']:.2%}, max logit err {e['max_abs_err']:.3g}")
     return note
+
+
+def _describe_feature(f: dict) -> str:
+    if f.get("type") == "image":
+        return f"{f.get('color')} image {f.get('width')}x{f.get('height')}"
+    if "shape" in f:
+        return f"{tuple(f['shape'])} {f.get('dtype', '')}"
+    return str(f.get("type", ""))

@@ -61,7 +61,9 @@ def quantize(model, example: np.ndarray, quantizer, calibration: np.ndarray, *,
 
     if calibrated and (calibration is None or len(calibration) == 0):
         raise UserError("static int8 needs calibration images")
-    images = np.ascontiguousarray(calibration if calibrated else calibration[:1], np.float32)
+    images = calibration if calibrated else calibration[:1]
+    # float32 images, or uint8 pixels for a graph that takes an image (lkca_edge.image_input)
+    images = np.ascontiguousarray(images, np.uint8 if images.dtype == np.uint8 else np.float32)
     with torch.no_grad(), torch_threads(1):
         graph, batch = export_for_calibration(model, example, images)
         prepared = prepare_pt2e(graph, quantizer)

@@ -89,6 +89,7 @@ class PteGraph:
     delegates: list[_Delegate]
     tensor_graph: object             # converters._graph.TensorGraph
     where: dict[str, tuple[int, int]] = field(default_factory=dict)  # value -> (delegate, xvalue)
+    plan_index: int = 0              # which execution plan (the program may have constant methods)
 
 
 def _tensor_value(schema, xvalue):
@@ -118,10 +119,10 @@ def read_pte_graph(path: Path, method: str = "forward") -> PteGraph:
     schema = _xnn_schema()
     node_types = _enum_names(schema.XNodeUnion)
     pte = deserialize_pte_binary(Path(path).read_bytes())
-    plans = {p.name: p for p in pte.program.execution_plan}
+    plans = {p.name: i for i, p in enumerate(pte.program.execution_plan)}
     if method not in plans:
         raise UserError(f"{path} has no {method!r} method")
-    plan = plans[method]
+    plan = pte.program.execution_plan[plans[method]]
     ops, delegates, numel, where = [], [], {}, {}
     for k, value in enumerate(plan.values):
         sizes = getattr(value.val, "sizes", None)
@@ -172,7 +173,8 @@ def read_pte_graph(path: Path, method: str = "forward") -> PteGraph:
                                    is_add=op.name in ("aten::add", "aten::add_")))
     graph = TensorGraph(ops=ops, inputs=tuple(f"e{i}" for i in plan.inputs),
                         outputs=tuple(f"e{i}" for i in plan.outputs), numel=numel)
-    return PteGraph(pte=pte, delegates=delegates, tensor_graph=graph, where=where)
+    return PteGraph(pte=pte, delegates=delegates, tensor_graph=graph, where=where,
+                    plan_index=plans[method])
 
 
 def _kernel_outputs(name: str, overload: str, n_args: int) -> int:
@@ -212,7 +214,7 @@ def tapped_program(pg: PteGraph, values: list[str]) -> tuple[bytes, list[Tap], d
 
     schema = _xnn_schema()
     datatypes = _enum_names(schema.XNNDatatype)
-    plan = pg.pte.program.execution_plan[0]
+    plan = pg.pte.program.execution_plan[pg.plan_index]
     calls = {}
     for chain in plan.chains:
         for instr in chain.instructions:

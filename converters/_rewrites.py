@@ -102,8 +102,11 @@ def keep_layers_float(model, names) -> tuple[nn.Module, tuple[type, ...]]:
     model = copy.deepcopy(model)
     known = dict(model.named_modules())
     for name in names:
-        if name not in known or not name:
+        # the network may sit behind a wrapper (an image input's ImageInput.network)
+        paths = [p for p in known if p and (p == name or p.endswith("." + name))]
+        if len(paths) != 1:
             raise ValueError(f"no layer {name!r} to keep in float")
+        name = paths[0]
         parent_name, _, child = name.rpartition(".")
         parent = known[parent_name] if parent_name else model
         setattr(parent, child, FloatLayer(getattr(parent, child)))

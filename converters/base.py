@@ -41,21 +41,54 @@ class Recipe:
                 "calibrated": self.calibrated, "options": dict(self.options)}
 
 
+@dataclass(frozen=True)
+class AppInfo:
+    """What an app needs, carried inside the artifact in its format's own convention: names,
+    labels, preprocessing and the kind of input (``lkca_edge.preprocessing.INPUT_KINDS``)."""
+
+    model: str
+    description: str
+    version: str
+    labels: tuple[str, ...]
+    preprocessing: dict            # Preprocessing.to_dict()
+    input_kind: str = "tensor"     # tensor: float32 (N, C, H, W); image: uint8 (N, H, W, 3) RGB
+    dynamic_batch: bool = False
+    author: str = "lkca-edge"
+
+    def prep(self):
+        from lkca_edge.preprocessing import Preprocessing
+
+        return Preprocessing.from_dict(self.preprocessing)
+
+    def labels_text(self) -> str:
+        """The labels file every artifact carries: one class name per line, in class order."""
+        return "".join(f"{label}\n" for label in self.labels)
+
+
 class Runner:
-    """A loaded artifact: ``runner(x)`` maps one float32 (1, C, H, W) batch to float32 logits."""
+    """A loaded artifact: ``runner(x)`` maps one batch of the artifact's input (float32
+    (1, C, H, W), or uint8 (1, H, W, 3) RGB for an image input) to float32 logits."""
 
     backend: str = ""
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def run_many(self, images: np.ndarray) -> np.ndarray:
-        """Logits for (N, C, H, W) images, one batch-1 call each (artifacts are batch 1)."""
-        return np.concatenate([self(images[i:i + 1]) for i in range(len(images))])
+    def run_many(self, images: np.ndarray, batch_size: int = 1) -> np.ndarray:
+        """Logits for N inputs, ``batch_size`` per call (1 unless the artifact has a dynamic
+        batch dimension)."""
+        step = max(1, int(batch_size))
+        return np.concatenate([self(images[i:i + step]) for i in range(0, len(images), step)])
 
     # Profile hooks: optional facts the runtime itself reports (None where it says nothing).
     def planned_memory_bytes(self) -> int | None:
         return None
+
+    def memory_facts(self) -> dict:
+        """Static memory figures of the loaded artifact, by ``profiles.schema.MEMORY_FIELDS``
+        name (e.g. ``activation_arena_bytes``, ``constant_bytes``); {} where the runtime says
+        nothing."""
+        return {}
 
     # How ``operator_profile`` times operators ("" = it does not), and what the last profile
     # found worth saying (set by ``operator_profile``).
@@ -90,6 +123,8 @@ class ConversionResult:
     inputs: list[dict] = field(default_factory=list)   # name, shape, dtype, [scale, zero_point]
     outputs: list[dict] = field(default_factory=list)
     details: dict = field(default_factory=dict)       # backend-specific: delegation, opset, ...
+    # Files that travel with the artifact, written beside it as ``<artifact>.<suffix>``.
+    companions: dict[str, bytes] = field(default_factory=dict)
 
 
 class Backend:
@@ -102,6 +137,7 @@ class Backend:
     install_hint: str = ""       # what to pip install when unavailable
     convert_modules: tuple[str, ...] = ()   # importable modules needed to convert
     runtime_modules: tuple[str, ...] = ()   # any one of these is enough to run
+    runtime_extra: str | None = None         # the lkca-edge extra that installs the runtime on a board
     recipes: dict[str, Recipe] = {}
     default_recipes: dict[str, str] = {}     # precision -> recipe name
     # Versions recorded in manifests: distribution names.
@@ -115,6 +151,12 @@ class Backend:
     # Whether ``convert`` honours a recipe's ``float_layers`` option (per-layer names kept in
     # float by mixed precision: int8-mixed recipes and export --fallback).
     keeps_layers_float: bool = False
+    # Inputs an artifact of this backend can take (lkca_edge.preprocessing.INPUT_KINDS), and
+    # the one ``export`` makes unless told.
+    input_kinds: tuple[str, ...] = ("tensor",)
+    default_input_kind: str = "tensor"
+    dynamic_batch: bool = False              # can export a variable batch dimension
+    extensions: tuple[str, ...] = ()         # other artifact formats it writes (.ort)
 
     # -- availability ---------------------------------------------------------------------------
     def available(self) -> str | None:
@@ -128,9 +170,14 @@ class Backend:
     def runnable(self) -> str | None:
         """None when artifacts of this backend can run on this machine, else the reason."""
         if self.runtime_modules and not any(importlib.util.find_spec(m) for m in self.runtime_modules):
-            return (f"the {self.name} runtime is not installed "
-                    f"(pip install {self.install_hint})")
+            return f"the {self.name} runtime is not installed ({self.runtime_install_hint()})"
         return None
+
+    def runtime_install_hint(self) -> str:
+        """What installs this backend's runtime: the board extra, else the packages."""
+        if self.runtime_extra:
+            return f"pip install 'lkca-edge[{self.runtime_extra}]'"
+        return f"pip install {self.install_hint}"
 
     def require_available(self) -> None:
         reason = self.available()
@@ -157,10 +204,31 @@ class Backend:
             raise unknown_name(f"{self.name} precision", precision, list(self.default_recipes))
         return self.recipes[self.default_recipes[precision]]
 
+    # -- inputs ---------------------------------------------------------------------------------
+    def input_kind(self, kind: str | None) -> str:
+        """Resolve ``--input`` for this backend: one of ``input_kinds`` (default when None)."""
+        if kind is None:
+            return self.default_input_kind
+        if kind not in self.input_kinds:
+            raise UserError(f"{self.name} artifacts take --input {' or '.join(self.input_kinds)}, "
+                            f"not {kind!r}")
+        return kind
+
+    def graph_for(self, model, app: AppInfo | None):
+        """The torch module to convert for ``app``'s input kind: for an image input, ``model``
+        behind the shared in-graph normalization (``lkca_edge.image_input.ImageInput``)."""
+        if app is None or app.input_kind == "tensor":
+            return model
+        from lkca_edge.image_input import ImageInput
+
+        return ImageInput(model, app.prep())
+
     # -- the four operations ---------------------------------------------------------------------
     def convert(self, model, example: np.ndarray, recipe: Recipe, calibration: np.ndarray,
-                out_path: Path) -> ConversionResult:
-        """Convert the torch ``model`` (eval, batch-1 ``example``) with ``recipe`` into ``out_path``."""
+                out_path: Path, app: AppInfo | None = None) -> ConversionResult:
+        """Convert the torch ``model`` (eval, batch-1 ``example`` of the artifact's input: what
+        ``graph_for`` made it take) with ``recipe`` into ``out_path``; ``app`` (when given) is
+        written into the file as the format has it."""
         raise NotImplementedError
 
     def load(self, path: str | Path, threads: int = 1) -> Runner:
@@ -239,30 +307,34 @@ def get_backend(name: str) -> Backend:
 
 
 def io_spec(name: str, shape, dtype: str, quantization: tuple[float, int] | None = None) -> dict:
-    """One input or output of an artifact as the manifest records it."""
-    d = {"name": name, "shape": [int(s) for s in shape], "dtype": dtype}
+    """One input or output of an artifact as the manifest records it (a dynamic dimension is
+    its name, e.g. "batch")."""
+    d = {"name": name, "shape": [s if isinstance(s, str) else int(s) for s in shape], "dtype": dtype}
     if quantization is not None:
         d["scale"], d["zero_point"] = float(quantization[0]), int(quantization[1])
     return d
 
 
 def float_io(example: np.ndarray, num_classes: int, input_name: str = "images",
-             output_name: str = "logits") -> tuple[list, list]:
-    """The I/O of a float32 (N, C, H, W) -> (N, classes) artifact."""
-    return ([io_spec(input_name, example.shape, "float32")],
-            [io_spec(output_name, (example.shape[0], num_classes), "float32")])
+             output_name: str = "logits", batch=None) -> tuple[list, list]:
+    """The I/O of an (N, C, H, W) float32 or (N, H, W, 3) uint8 -> (N, classes) float32
+    artifact; ``batch`` names a dynamic batch dimension."""
+    n = batch if batch is not None else example.shape[0]
+    return ([io_spec(input_name, (n, *example.shape[1:]), np.dtype(example.dtype).name)],
+            [io_spec(output_name, (n, num_classes), "float32")])
 
 
 def num_outputs(model, example: np.ndarray) -> int:
     """The number of logits ``model`` returns per image: its config's classes for a zoo network,
-    else one forward pass on ``example`` (any torch module)."""
+    else one forward pass on ``example`` (any torch module; float32, or uint8 pixels for a
+    graph that takes an image)."""
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "num_classes"):
         return int(config.num_classes)
     import torch
 
     with torch.no_grad():
-        return int(model(torch.from_numpy(np.ascontiguousarray(example, np.float32))).shape[-1])
+        return int(model(torch.from_numpy(np.ascontiguousarray(example))).shape[-1])
 
 
 def model_name(model) -> str:

@@ -17,6 +17,7 @@ programs): an estimate, never a device run.
 from __future__ import annotations
 
 import importlib.util
+import json
 import platform
 import sys
 from dataclasses import dataclass
@@ -24,12 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from lkca_edge.converters.base import (Backend, ConversionResult, Recipe, Runner, float_io,
-                                       model_name, num_outputs, register_backend)
+from lkca_edge.converters.base import (AppInfo, Backend, ConversionResult, Recipe, Runner,
+                                       float_io, model_name, num_outputs, register_backend)
 from lkca_edge.errors import UserError, first_line
 from lkca_edge.logs import quiet
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+CLASS_LABEL = "classLabel"                       # a classifier's predicted label (string)
+CLASS_PROBABILITIES = CLASS_LABEL + "_probs"     # its {label: probability} dictionary
+PROBABILITIES = "probabilities"                  # the softmax the classifier turns into that
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 
 
@@ -71,6 +75,70 @@ RECIPES = {
 }
 
 
+def _with_probabilities_class():
+    import torch
+    from torch import nn
+
+    class WithProbabilities(nn.Module):
+        """(logits, softmax(logits)): the classifier's probabilities beside the logits the
+        validation gates compare."""
+
+        def __init__(self, network):
+            super().__init__()
+            self.network = network
+
+        def forward(self, x):
+            logits = self.network(x)
+            return logits, torch.softmax(logits, dim=-1)
+
+    return WithProbabilities
+
+
+def _WithProbabilities(network):  # noqa: N802 - a class built lazily (torch is imported late)
+    return _with_probabilities_class()(network)
+
+
+def _pass_pipeline(ct, quantize_weights: bool, classifier: bool):
+    """ct.convert's default passes, plus:
+
+    - ``quantize_weights``: int8 symmetric per-channel weights (the pass behind
+      ``linear_quantize_weights``) inside the conversion: quantizing a converted classifier
+      afterwards fails in coremltools 9.0 (re-exporting its list of class labels);
+    - ``classifier``: one pass that works around coremltools 9.0 losing count of the outputs
+      of a classifier with more than one output: the classify op it adds after the passes turns
+      one output into two, and the exporter then indexes the (positional) list of output types
+      past its end. One more plain tensor type keeps it in range; no output here is an image,
+      which is all the exporter reads that list for."""
+    from coremltools.converters.mil.input_types import TensorType
+    from coremltools.converters.mil.mil.passes.graph_pass import AbstractGraphPass
+    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY, register_pass
+
+    name = "lkca_edge::pad_classifier_output_types"
+    if classifier and name not in PASS_REGISTRY:
+        @register_pass(namespace="lkca_edge")
+        class pad_classifier_output_types(AbstractGraphPass):  # noqa: N801 - pass registry name
+            def apply(self, prog):
+                func = prog.functions["main"]
+                if func.output_types:
+                    func.output_types = [*func.output_types, TensorType(dtype=np.float32)]
+
+    pipeline = ct.PassPipeline.DEFAULT
+    if quantize_weights:
+        pipeline.append_pass("compression::linear_quantize_weights")
+        pipeline.set_options("compression::linear_quantize_weights",
+                             {"config": _int8_weights_config()})
+    if classifier:
+        pipeline.append_pass(name)
+    return pipeline
+
+
+def _int8_weights_config():
+    import coremltools.optimize.coreml as cto
+
+    return cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int8", granularity="per_channel"))
+
+
 def _coremltools():
     """coremltools, imported with its import-time warnings (untested torch, no macOS libs) muted."""
     with quiet():
@@ -91,12 +159,48 @@ class CoreMLRunner(Runner):
             raise UserError(f"{path} is not a loadable Core ML package ({first_line(exc)})") from None
         description = self.model.get_spec().description
         self.input_name = description.input[0].name
-        self.output_name = description.output[0].name
+        self.image_input = description.input[0].type.WhichOneof("Type") == "imageType"
+        arrays = [f.name for f in description.output if f.type.WhichOneof("Type") == "multiArrayType"]
+        self.output_name = OUTPUT_NAME if OUTPUT_NAME in arrays else (arrays or [description.output[0].name])[0]
         self.compute_units = compute_units
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.image_input:  # (1, H, W, 3) uint8 RGB -> the PIL image Core ML's ImageType takes
+            from PIL import Image
+
+            rows = [self.model.predict({self.input_name: Image.fromarray(np.asarray(img, np.uint8), "RGB")})
+                    for img in x]
+            return np.concatenate([np.asarray(r[self.output_name], np.float32).reshape(1, -1) for r in rows])
         out = self.model.predict({self.input_name: np.ascontiguousarray(x, np.float32)})
         return np.asarray(out[self.output_name], np.float32).reshape(len(x), -1)
+
+
+@dataclass(frozen=True)
+class ImageAffine:
+    """How Core ML's ImageType normalises: ``scale * pixel + bias[c]`` (one scale for all
+    channels), and the per-channel multipliers folded into the first layer to finish the
+    preprocessing's ``(pixel * s - mean[c]) / std[c]``."""
+
+    scale: float
+    bias: tuple[float, ...]
+    multipliers: tuple[float, ...]
+    color_layout: str  # RGB | BGR: the channel order Core ML feeds the network
+
+    @classmethod
+    def of(cls, prep) -> "ImageAffine":
+        uniform = len(set(prep.std)) == 1
+        ref = float(prep.std[0]) if uniform else 1.0  # uniform std: all in scale, nothing folded
+        return cls(scale=float(prep.scale / ref), bias=tuple(float(-m / ref) for m in prep.mean),
+                   multipliers=tuple(1.0 if uniform else float(ref / s) for s in prep.std),
+                   color_layout=prep.channel_order)
+
+    def network_input(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB -> the float32 (N, 3, H, W) tensor Core ML feeds the network."""
+        x = np.asarray(pixels, np.float32)
+        if self.color_layout == "BGR":
+            x = x[..., ::-1]
+        x = x * np.float32(self.scale) + np.asarray(self.bias, np.float32)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 @register_backend
@@ -113,6 +217,10 @@ class CoreMLBackend(Backend):
     tool_packages = ("coremltools", "torch", "torchao", "executorch")
     runtime_distributions = {"coremltools": "coremltools"}
     runtime_preload = (("coremltools",),)
+    # iOS Vision feeds a CVPixelBuffer to an ImageType input: the default. "tensor" keeps the
+    # float MultiArray input for apps that preprocess themselves.
+    input_kinds = ("image", "tensor")
+    default_input_kind = "image"
 
     # -- availability ---------------------------------------------------------------------------
     def runnable(self) -> str | None:
@@ -125,20 +233,45 @@ class CoreMLBackend(Backend):
             return "this coremltools build has no prediction library (libcoremlpython): static checks only"
         return None
 
+    # -- inputs ---------------------------------------------------------------------------------
+    def graph_for(self, model, app: AppInfo | None):
+        """Core ML applies the image normalization itself (ImageType scale and bias): the
+        network keeps its float input, with a per-channel std folded into its first layer."""
+        if app is None or app.input_kind == "tensor":
+            return model
+        from lkca_edge.image_input import scale_channels
+
+        return scale_channels(model, ImageAffine.of(app.prep()).multipliers)
+
     # -- convert --------------------------------------------------------------------------------
-    def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
+    def convert(self, model, example, recipe: Recipe, calibration, out_path: Path,
+                app: AppInfo | None = None) -> ConversionResult:
         recipe = self._coreml_recipe(recipe)
+        affine = ImageAffine.of(app.prep()) if app is not None and app.input_kind == "image" else None
+        pixels = example
+        if affine is not None:  # the network sees what the ImageType makes of the pixels
+            example, calibration = affine.network_input(example), affine.network_input(calibration)
         graph = model
         if recipe.quantization == "pt2e-w8a8":
             graph = self._quantize_pt2e(model, example, calibration)
+        if app is not None:
+            graph = _WithProbabilities(graph)
         program = self._export(graph, example)
-        mlmodel = self._convert(program, example, recipe)
-        if recipe.quantization == "int8-weights":
-            mlmodel = self._quantize_weights(mlmodel)
-        self._describe(mlmodel, model, recipe)
+        mlmodel = self._convert(program, example, recipe, app, affine)  # int8 weights inside
+        self._describe(mlmodel, model, recipe, app)
         mlmodel.save(str(out_path))
-        inputs, outputs = float_io(example, num_outputs(model, example), INPUT_NAME, OUTPUT_NAME)
-        return ConversionResult(inputs, outputs, self.inspect(out_path))
+        num_classes = num_outputs(model, example)
+        inputs, outputs = float_io(pixels if affine is not None else example, num_classes,
+                                   INPUT_NAME, OUTPUT_NAME)
+        if app is not None:
+            outputs += [{"name": CLASS_LABEL, "shape": [1], "dtype": "string"},
+                        {"name": CLASS_PROBABILITIES, "shape": [num_classes], "dtype": "dict"}]
+        details = self.inspect(out_path)
+        if affine is not None:
+            details["image_input"] = {"scale": affine.scale, "bias": list(affine.bias),
+                                      "color_layout": affine.color_layout,
+                                      "folded_channel_multipliers": list(affine.multipliers)}
+        return ConversionResult(inputs, outputs, details)
 
     # -- steps -----------------------------------------------------------------------------------
     def _coreml_recipe(self, recipe: Recipe) -> CoreMLRecipe:
@@ -166,31 +299,53 @@ class CoreMLBackend(Backend):
         return _pt2e.quantize(model, example, quantizer, calibration, fold_quantize=True)
 
     @staticmethod
-    def _convert(program, example: np.ndarray, recipe: CoreMLRecipe):
+    def _convert(program, example: np.ndarray, recipe: CoreMLRecipe, app: AppInfo | None = None,
+                 affine: ImageAffine | None = None):
         ct = _coremltools()
-        return ct.convert(program.run_decompositions({}), convert_to="mlprogram",
-                          inputs=[ct.TensorType(name=INPUT_NAME, shape=example.shape, dtype=np.float32)],
-                          outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
+        if affine is not None:
+            inputs = [ct.ImageType(name=INPUT_NAME, shape=example.shape, scale=affine.scale,
+                                   bias=list(affine.bias),
+                                   color_layout=getattr(ct.colorlayout, affine.color_layout))]
+        else:
+            inputs = [ct.TensorType(name=INPUT_NAME, shape=example.shape, dtype=np.float32)]
+        outputs = [ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)]
+        kwargs = {}
+        if app is not None:
+            # A classifier: the softmax output becomes classLabel and its {label: probability}
+            # dictionary, which Vision returns as VNClassificationObservations; the logits stay
+            # an output (the one the validation gates compare).
+            outputs.append(ct.TensorType(name=PROBABILITIES, dtype=np.float32))
+            kwargs["classifier_config"] = ct.ClassifierConfig(
+                list(app.labels), predicted_feature_name=CLASS_LABEL,
+                predicted_probabilities_output=PROBABILITIES)
+        kwargs["pass_pipeline"] = _pass_pipeline(ct, recipe.quantization == "int8-weights", app is not None)
+        return ct.convert(program.run_decompositions({}), convert_to="mlprogram", inputs=inputs,
+                          outputs=outputs,
                           minimum_deployment_target=getattr(ct.target, recipe.deployment_target),
-                          compute_precision=getattr(ct.precision, recipe.compute_precision))
+                          compute_precision=getattr(ct.precision, recipe.compute_precision),
+                          **kwargs)
 
     @staticmethod
-    def _quantize_weights(mlmodel):
-        import coremltools.optimize.coreml as cto
-
-        config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
-            mode="linear_symmetric", dtype="int8", granularity="per_channel"))
-        return cto.linear_quantize_weights(mlmodel, config=config)
-
-    @staticmethod
-    def _describe(mlmodel, model, recipe: CoreMLRecipe) -> None:
+    def _describe(mlmodel, model, recipe: CoreMLRecipe, app: AppInfo | None = None) -> None:
         mlmodel.short_description = (f"{model_name(model)} logits, {recipe.name} recipe "
                                      f"({recipe.description})")
-        mlmodel.input_description[INPUT_NAME] = ("float32 (1, C, H, W) image, normalized as the "
-                                                 "manifest's preprocessing says")
+        image = app is not None and app.input_kind == "image"
+        mlmodel.input_description[INPUT_NAME] = (
+            "RGB image at the model's size; scale and bias normalize it inside the model" if image
+            else "float32 (1, C, H, W) image, normalized as the preprocessing metadata says")
         mlmodel.output_description[OUTPUT_NAME] = "float32 (1, classes) logits"
-        mlmodel.user_defined_metadata.update({"lkca_edge.model": model_name(model),
-                                              "lkca_edge.recipe": recipe.name})
+        meta = {"lkca_edge.model": model_name(model), "lkca_edge.recipe": recipe.name}
+        if app is not None:
+            mlmodel.short_description = app.description
+            mlmodel.author, mlmodel.version = app.author, app.version
+            mlmodel.output_description[CLASS_LABEL] = "the most probable class"
+            mlmodel.output_description[CLASS_PROBABILITIES] = "softmax probability of every class"
+            meta.update({"labels": json.dumps(list(app.labels)),
+                         "preprocessing": json.dumps(app.preprocessing),
+                         "input_kind": app.input_kind})
+            if image:  # Xcode's model preview then offers to drop an image on it
+                meta["com.apple.coreml.model.preview.type"] = "imageClassifier"
+        mlmodel.user_defined_metadata.update(meta)
 
     # -- run -------------------------------------------------------------------------------------
     def load(self, path, threads: int = 1, compute_units: str | None = None) -> Runner:
@@ -211,7 +366,9 @@ class CoreMLBackend(Backend):
         counts: dict[str, int] = {}
         for op in ops:
             counts[op.type] = counts.get(op.type, 0) + 1
-        stored = _stored_weight_summary(ops)
+        preprocessing = _image_preprocessing(ops, spec)
+        # the ImageType's own scale and bias are not weights of the network
+        stored = _stored_weight_summary(ops, exclude=set((preprocessing or {}).pop("consts", [])))
         weights_dir = Path(mlmodel.weights_dir) if mlmodel.weights_dir else None
         weight_bytes = sum(f.stat().st_size for f in weights_dir.rglob("*") if f.is_file()) \
             if weights_dir and weights_dir.is_dir() else 0
@@ -222,6 +379,9 @@ class CoreMLBackend(Backend):
             "compute_precision": _compute_precision(ops),
             "inputs": [_feature(f) for f in spec.description.input],
             "outputs": [_feature(f) for f in spec.description.output],
+            "classifier": _classifier(spec, ops),
+            "image_preprocessing": preprocessing,
+            "user_defined_metadata": dict(spec.description.metadata.userDefined),
             "op_counts": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
             "compute_ops": sum(n for t, n in counts.items() if t != "const" and not t.startswith("constexpr")),
             "weight_bytes": int(weight_bytes),
@@ -249,9 +409,28 @@ class CoreMLBackend(Backend):
         from lkca_edge.converters import _coreml_estimate, _coreml_static
 
         path = Path(path)
+        prep = getattr(model, "preprocessing", None)
         model = model.export_module() if hasattr(model, "export_module") else model
         info = self.inspect(path)
-        failures = _coreml_static.check_interface(info, model, images)
+        affine = None
+        if info["inputs"] and info["inputs"][0].get("type") == "image":
+            if prep is None:
+                raise UserError("checking an image-input Core ML package needs the source "
+                                "model's preprocessing")
+            from lkca_edge.image_input import scale_channels
+
+            affine = ImageAffine.of(prep)
+            # The package's network is the source with the std folded into its first layer,
+            # fed what the ImageType makes of the pixels.
+            model = scale_channels(model, affine.multipliers)
+            if images is not None:  # the package's input (pixels); normalised arrays also do
+                pixels = images if images.dtype == np.uint8 else prep.to_pixels(images)
+                images = affine.network_input(pixels)
+        classifier_labels = None
+        if info.get("classifier") is not None and prep is not None:
+            classifier_labels = (list(prep.labels) if len(prep.labels) == len(info["classifier"].get("labels") or [])
+                                 else info["classifier"].get("labels"))
+        failures = _coreml_static.check_interface(info, model, images, affine, classifier_labels)
         program = self._read_program(path)
         stored = _coreml_static.stored_tensors(program)
         report = _coreml_static.match_weights(stored, model)
@@ -345,7 +524,7 @@ def _const_type(op) -> tuple[str | None, list[int]]:
 _PARAM_DTYPES = ("int32", "int64", "bool", "string")  # shapes, axes, flags: not weights
 
 
-def _stored_weight_summary(ops) -> dict[str, dict]:
+def _stored_weight_summary(ops, exclude=frozenset()) -> dict[str, dict]:
     """Weight tensors by storage dtype: consts, and each constexpr (dequantized at load) counted
     once under its quantized data's dtype, its data/scale/offset consts not counted again."""
     consts = {op.outputs[0].name: _const_type(op) for op in ops if op.type == "const"}
@@ -361,7 +540,7 @@ def _stored_weight_summary(ops) -> dict[str, dict]:
         row["elements"] += int(np.prod(shape))
 
     for op in ops:
-        if op.type == "const" and op.outputs[0].name not in parts:
+        if op.type == "const" and op.outputs[0].name not in parts | set(exclude):
             add(*consts[op.outputs[0].name])
         elif op.type.startswith("constexpr"):
             shape = _const_type(op)[1]
@@ -391,11 +570,85 @@ def _feature(f) -> dict:
     from coremltools.proto import FeatureTypes_pb2
 
     kind = f.type.WhichOneof("Type")
+    if kind == "imageType":
+        image = f.type.imageType
+        color = FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(image.colorSpace)
+        return {"name": f.name, "type": "image", "width": int(image.width),
+                "height": int(image.height), "color": color}
     if kind != "multiArrayType":
         return {"name": f.name, "type": kind}
     array = f.type.multiArrayType
     dtype = FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType).lower()
     return {"name": f.name, "shape": [int(s) for s in array.shape], "dtype": dtype}
+
+
+def _classifier(spec, ops) -> dict | None:
+    """{predicted_feature, probabilities, labels} of a classifier package (labels read from the
+    classify op's classes constant), or None."""
+    d = spec.description
+    if not d.predictedFeatureName:
+        return None
+    consts = {op.outputs[0].name: op for op in ops if op.type == "const"}
+    labels = None
+    for op in ops:
+        if op.type == "classify" and "classes" in op.inputs:
+            arg = op.inputs["classes"].arguments[0]
+            value = consts[arg.name].attributes["val"] if arg.name in consts else arg.value
+            labels = _list_value(value)
+    return {"predicted_feature": d.predictedFeatureName,
+            "probabilities": d.predictedProbabilitiesName, "labels": labels}
+
+
+def _list_value(value) -> list | None:
+    """A MIL list constant (the classify op's classes) as Python strings/ints."""
+    imm = value.immediateValue
+    if imm.WhichOneof("value") == "list":
+        out = []
+        for v in imm.list.values:
+            t = v.immediateValue.tensor
+            out += list(t.strings.values) or [int(i) for i in t.longInts.values] or list(t.ints.values)
+        return [x.decode() if isinstance(x, bytes) else x for x in out]
+    if imm.WhichOneof("value") == "tensor":
+        t = imm.tensor
+        return [x.decode() if isinstance(x, bytes) else x for x in t.strings.values] or None
+    return None
+
+
+def _image_preprocessing(ops, spec) -> dict | None:
+    """{scale, bias} of an ImageType input: the ``mul`` by the scale and ``add`` of the bias
+    ct.convert puts right after the input (through casts), read from their constants."""
+    d = spec.description
+    if not d.input or d.input[0].type.WhichOneof("Type") != "imageType":
+        return None
+    consts = {op.outputs[0].name: op for op in ops if op.type == "const"}
+
+    def const_value(op, key):
+        arg = op.inputs[key].arguments[0]
+        value = consts[arg.name].attributes["val"] if arg.name in consts else arg.value
+        t = value.immediateValue.tensor
+        vals = list(t.floats.values) or [float(np.frombuffer(bytes(t.bytes.values), np.float16)[i])
+                                         for i in range(len(t.bytes.values) // 2)]
+        return vals
+
+    def consumer(name, op_type):
+        for op in ops:
+            if op.type == op_type and "x" in op.inputs and op.inputs["x"].arguments[0].name == name:
+                return op
+        return None
+
+    name = d.input[0].name
+    cast = consumer(name, "cast")
+    if cast is not None:
+        name = cast.outputs[0].name
+    mul = consumer(name, "mul")
+    add = consumer(mul.outputs[0].name, "add") if mul is not None else None
+    if mul is None or add is None:
+        return None
+    scale, bias = const_value(mul, "y"), const_value(add, "y")
+    if len(scale) != 1 or not bias:
+        return None
+    return {"scale": float(scale[0]), "bias": [float(b) for b in bias],
+            "consts": [op.inputs["y"].arguments[0].name for op in (mul, add)]}
 
 
 def _target_name(spec_version: int) -> str:

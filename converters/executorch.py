@@ -10,6 +10,8 @@ written into the manifest.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
 import struct
 import tempfile
 from collections import Counter
@@ -17,12 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from lkca_edge.converters.base import (Backend, ConversionResult, Recipe, Runner, float_io,
-                                       num_outputs, register_backend)
+from lkca_edge.converters.base import (AppInfo, Backend, ConversionResult, Recipe, Runner,
+                                       float_io, num_outputs, register_backend)
 from lkca_edge.errors import UserError, first_line
 from lkca_edge.logs import quiet
 
 METHOD = "forward"
+# Constant methods: what an app reads from the program itself (each returns one JSON string or
+# string), e.g. ``module.execute("labels")`` in ExecuTorch's Android/iOS APIs.
+LABELS_METHOD, PREPROCESSING_METHOD, INPUT_KIND_METHOD = "labels", "preprocessing", "input_kind"
 _POOL_THREADS: int | None = None  # the size this process last gave ExecuTorch's threadpool
 
 RECIPES = {
@@ -80,12 +85,19 @@ class ExecuTorchRunner(Runner):
             self.method = self.program.load_method(METHOD)
         except RuntimeError as exc:
             raise UserError(f"{path}: cannot load method {METHOD!r} ({first_line(exc)})") from None
+        kind = _constant(self.program, INPUT_KIND_METHOD)
+        self.input_dtype = np.uint8 if kind == "image" else np.float32
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import torch
 
-        out = self.method.execute([torch.from_numpy(np.ascontiguousarray(x, np.float32))])
+        out = self.method.execute([torch.from_numpy(np.ascontiguousarray(x, self.input_dtype))])
         return out[0].numpy().astype(np.float32, copy=False)
+
+    def app_metadata(self) -> dict:
+        """Labels, preprocessing and input kind as the program's constant methods return them
+        (empty for a program exported without them)."""
+        return read_constant_methods(self.program)
 
     def planned_memory_bytes(self) -> int | None:
         """Bytes of the memory-planned (activation) buffers of ``forward``.
@@ -96,8 +108,21 @@ class ExecuTorchRunner(Runner):
         workspace is allocated by the delegate at run time and is not included.
         """
         if self._planned is None:
-            self._planned = _read_program(self._path)["plans"][METHOD]["planned_memory_bytes"]
+            self._planned = self._program_facts()["plans"][METHOD]["planned_memory_bytes"]
         return self._planned
+
+    def _program_facts(self) -> dict:
+        if getattr(self, "_facts", None) is None:
+            self._facts = _read_program(self._path)
+        return self._facts
+
+    def memory_facts(self) -> dict:
+        """The planned activation arena and the constant (weight) bytes, read from the .pte:
+        what a device running it holds besides the runtime itself (XNNPACK's packed weights
+        and scratch workspace come on top)."""
+        facts = self._program_facts()
+        return {"activation_arena_bytes": facts["plans"][METHOD]["planned_memory_bytes"],
+                "constant_bytes": facts["weight_bytes"]}
 
     # -- intermediate values -----------------------------------------------------------------------
     tap_method = ("the ExecuTorch runtime with its XNNPACK delegate on a copy of the .pte whose "
@@ -125,7 +150,7 @@ class ExecuTorchRunner(Runner):
                             f"({first_line(exc)})") from None
         logits, out = [], {t.value: [] for t in taps}
         for i in range(len(images)):
-            result = method.execute([torch.from_numpy(np.ascontiguousarray(images[i:i + 1], np.float32))])
+            result = method.execute([torch.from_numpy(np.ascontiguousarray(images[i:i + 1], self.input_dtype))])
             logits.append(result[0].numpy().astype(np.float32))
             for t in taps:
                 v = result[t.output_index].numpy()
@@ -217,6 +242,7 @@ class ExecuTorchBackend(Backend):
     install_hint = "executorch"
     convert_modules = ("torch", "executorch", "torchao")
     runtime_modules = ("executorch",)
+    runtime_extra = "runtime-executorch"
     recipes = RECIPES
     keeps_layers_float = True
     default_recipes = {"fp32": "fp32", "int8": "int8"}
@@ -224,15 +250,26 @@ class ExecuTorchBackend(Backend):
     tool_packages = ("executorch", "torch", "torchao")
     runtime_distributions = {"executorch": "executorch"}
     runtime_preload = (("executorch.extension.pybindings.portable_lib",), ("executorch.runtime",))
+    input_kinds = ("tensor", "image")
 
-    def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
+    def runnable(self) -> str | None:
+        reason = super().runnable()
+        if reason is None and importlib.util.find_spec("torch") is None:
+            # executorch's requirements do not name torch, yet its Python runtime links it
+            return (f"the executorch Python runtime needs torch (its pybindings link libtorch), "
+                    f"which is not installed ({self.runtime_install_hint()}; or run the .pte "
+                    f"with ExecuTorch's C++ executor_runner)")
+        return reason
+
+    def convert(self, model, example, recipe: Recipe, calibration, out_path: Path,
+                app: AppInfo | None = None) -> ConversionResult:
         import torch
 
         from lkca_edge.converters._pt2e import torch_threads
         from lkca_edge.converters._rewrites import explicit_norms, keep_layers_float
 
         num_classes = num_outputs(model, example)
-        x = torch.from_numpy(np.ascontiguousarray(example, np.float32))
+        x = torch.from_numpy(np.ascontiguousarray(example))
         with torch.no_grad(), torch_threads(1):
             keep_float = ()
             if recipe.option("delegable_norms", True):
@@ -243,11 +280,14 @@ class ExecuTorchBackend(Backend):
                 model = self._quantize(model, example, recipe, calibration, keep_float)
             program = self._export(model, x)
             with partitioner_reasons() as reasons:
-                edge = self._lower(program)
-            delegation = delegation_counts(edge.exported_program().graph_module, reasons)
+                edge = self._lower(program, constant_methods(app))
+            delegation = delegation_counts(edge.exported_program(METHOD).graph_module, reasons)
             self._serialize(edge, Path(out_path))
         inputs, outputs = float_io(example, num_classes)
-        return ConversionResult(inputs, outputs, {**delegation, "pte": self.inspect(out_path)})
+        details = {**delegation, "pte": self.inspect(out_path)}
+        if app is not None:
+            details["constant_methods"] = sorted(constant_methods(app))
+        return ConversionResult(inputs, outputs, details)
 
     # -- steps -----------------------------------------------------------------------------------
     @staticmethod
@@ -273,11 +313,12 @@ class ExecuTorchBackend(Backend):
         return _pt2e.quantize(model, example, quantizer, calibration, calibrated=recipe.calibrated)
 
     @staticmethod
-    def _lower(program):
+    def _lower(program, constants: dict | None = None):
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
-        return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+                                           constant_methods=constants or None)
 
     @staticmethod
     def _serialize(edge, out_path: Path) -> None:
@@ -297,6 +338,38 @@ class ExecuTorchBackend(Backend):
         return {"size_bytes": path.stat().st_size, "pte_version": facts["version"],
                 "methods": sorted(facts["plans"]), "weight_bytes": facts["weight_bytes"],
                 **plan, "op_counts": _sorted(Counter(op_counts))}
+
+
+# -- what apps read from the program ----------------------------------------------------------------
+def constant_methods(app: AppInfo | None) -> dict:
+    """The constant methods a program carries for ``app``: labels and preprocessing as JSON,
+    the input kind as a string."""
+    if app is None:
+        return {}
+    return {LABELS_METHOD: json.dumps(list(app.labels)),
+            PREPROCESSING_METHOD: json.dumps(app.preprocessing),
+            INPUT_KIND_METHOD: app.input_kind}
+
+
+def _constant(program, name: str):
+    """The value a constant method of a loaded program returns, or None without it."""
+    if name not in program.method_names:
+        return None
+    try:
+        out = program.load_method(name).execute([])
+    except RuntimeError:
+        return None
+    return out[0] if len(out) == 1 else list(out)
+
+
+def read_constant_methods(program) -> dict:
+    """{labels, preprocessing, input_kind} from a loaded program's constant methods."""
+    out = {}
+    for name in (LABELS_METHOD, PREPROCESSING_METHOD, INPUT_KIND_METHOD):
+        value = _constant(program, name)
+        if value is not None:
+            out[name] = json.loads(value) if name != INPUT_KIND_METHOD else value
+    return out
 
 
 # -- delegation coverage ---------------------------------------------------------------------------

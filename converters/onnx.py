@@ -1,21 +1,37 @@
 """ONNX (.onnx) for ONNX Runtime: torch.onnx dynamo export, then onnxruntime quantization.
 
-Steps: export (one file, no external data) -> check -> [pre-process -> quantize] -> save.
+Steps: export (one file, no external data; optionally a dynamic batch dimension) -> check ->
+[pre-process -> quantize] -> labels and preprocessing into ``metadata_props`` -> save ->
+[ORT Mobile: onnxruntime's own converter to the .ort format, with the required-operators
+configuration for a reduced build beside it].
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from lkca_edge.converters.base import (Backend, ConversionResult, Recipe, Runner, float_io,
-                                       num_outputs, register_backend)
+from lkca_edge.converters.base import (AppInfo, Backend, ConversionResult, Recipe, Runner,
+                                       float_io, num_outputs, register_backend)
 from lkca_edge.errors import UserError, first_line
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 OPSET = 20
+BATCH_DIM = "batch"  # the name of a dynamic batch dimension in the graph and the manifest
+ORT_IDENTIFIER = b"ORTM"  # flatbuffer file identifier at bytes 4..8 of an ORT format model
+# ORT Mobile conversion: optimizations fixed at conversion time, for the ARM CPUs of phones and
+# boards (x86-only layouts such as NCHWc left out), with per-operator types in the config.
+ORT_CONVERTER = ("onnxruntime.tools.convert_onnx_models_to_ort", "--optimization_style", "Fixed",
+                 "--target_platform", "arm", "--enable_type_reduction")
+ORT_CONVERT_TIMEOUT = 600
+# The reduced-build configuration beside an .ort (operators and their types), passed to
+# onnxruntime's build.py as --include_ops_by_config <artifact>.required_operators.config.
+REQUIRED_OPERATORS = "required_operators.config"
 
 RECIPES = {
     r.name: r for r in (
@@ -51,9 +67,10 @@ class OrtRunner(Runner):
         except Exception as exc:
             raise UserError(f"{path} is not a loadable ONNX model ({first_line(exc)})") from None
         self.input_name = self.session.get_inputs()[0].name
+        self.input_dtype = np.uint8 if self.session.get_inputs()[0].type == "tensor(uint8)" else np.float32
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, self.input_dtype)})[0]
 
     # -- intermediate values -----------------------------------------------------------------------
     tap_method = ("ONNX Runtime on the artifact with the layers' tensors added as extra graph "
@@ -129,7 +146,7 @@ class OrtRunner(Runner):
             sess = ort.InferenceSession(str(self._path), opts, providers=["CPUExecutionProvider"])
             warmup = 5
             for _ in range(warmup + runs):
-                sess.run(None, {self.input_name: x})
+                sess.run(None, {self.input_name: np.ascontiguousarray(x, self.input_dtype)})
             events = json.loads(Path(sess.end_profiling()).read_text())
         kernels = sorted((e for e in events if e.get("cat") == "Node"
                           and e.get("name", "").endswith("_kernel_time")), key=lambda e: e.get("ts", 0))
@@ -170,8 +187,11 @@ def _nodes_in_layers(exported: Path, pre: Path, layers) -> list[str]:
             scopes[node.name] = set(ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]")))
         except (ValueError, SyntaxError):
             continue
+    def inside(node_scopes) -> bool:  # the network may sit behind a wrapper (image input)
+        return any(s == layer or s.endswith("." + layer) for s in node_scopes for layer in layers)
+
     names = [n.name for n in onnx.load(str(pre)).graph.node
-             if scopes.get(n.name.split("/")[0], set()) & layers]
+             if inside(scopes.get(n.name.split("/")[0], ()))]
     if not names:
         raise UserError(f"no ONNX nodes found for the layers {', '.join(sorted(layers))}")
     return names
@@ -279,6 +299,7 @@ class OnnxBackend(Backend):
     install_hint = "onnx onnxscript onnxruntime"
     convert_modules = ("torch", "onnx", "onnxscript", "onnxruntime")
     runtime_modules = ("onnxruntime",)
+    runtime_extra = "runtime-onnx"
     recipes = RECIPES
     keeps_layers_float = True
     # int8 default: dynamic. Faster than static QOperator / QDQ on lkca-1m (form fused, 1 thread:
@@ -290,30 +311,100 @@ class OnnxBackend(Backend):
     tool_packages = ("onnx", "onnxscript", "onnxruntime", "torch")
     runtime_distributions = {"onnxruntime": "onnxruntime"}
     runtime_preload = (("onnxruntime",),)
+    input_kinds = ("tensor", "image")
+    dynamic_batch = True
+    extensions = (".ort",)
 
-    def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
-        with tempfile.TemporaryDirectory() as work:
-            fp32_path = Path(work) / "fp32.onnx"
-            self._export(model, example, fp32_path)
-            if recipe.precision == "fp32":
-                fp32_path.replace(out_path)
-            else:
-                self._quantize(fp32_path, out_path, recipe, calibration, Path(work))
+    def convert(self, model, example, recipe: Recipe, calibration, out_path: Path,
+                app: AppInfo | None = None) -> ConversionResult:
         import onnx
 
-        onnx.checker.check_model(str(out_path))
-        inputs, outputs = float_io(example, num_outputs(model, example), INPUT_NAME, OUTPUT_NAME)
-        return ConversionResult(inputs, outputs, {"opset": OPSET, **self.inspect(out_path)})
+        out_path = Path(out_path)
+        dynamic = bool(app and app.dynamic_batch)
+        ort_format = out_path.suffix == ".ort"
+        companions: dict[str, bytes] = {}
+        details: dict = {"opset": OPSET}
+        with tempfile.TemporaryDirectory() as work:
+            work = Path(work)
+            fp32_path, onnx_path = work / "fp32.onnx", work / "model.onnx"
+            self._export(model, example, fp32_path, dynamic)
+            if recipe.precision == "fp32":
+                fp32_path.replace(onnx_path)
+            else:
+                self._quantize(fp32_path, onnx_path, recipe, calibration, work)
+            if app is not None:
+                self._write_metadata(onnx_path, app)
+            onnx.checker.check_model(str(onnx_path))
+            details.update(self.inspect(onnx_path))
+            if ort_format:
+                config_name, config = self._to_ort(onnx_path, out_path, work)
+                companions[config_name] = config
+                details["format"] = "ort"
+                details["ort_conversion"] = " ".join(ORT_CONVERTER[1:])
+                details["required_operators"] = config_name
+            else:
+                onnx_path.replace(out_path)
+        inputs, outputs = float_io(example, num_outputs(model, example), INPUT_NAME, OUTPUT_NAME,
+                                   batch=BATCH_DIM if dynamic else None)
+        return ConversionResult(inputs, outputs, details, companions)
 
     # -- steps -----------------------------------------------------------------------------------
     @staticmethod
-    def _export(model, example: np.ndarray, path: Path) -> None:
+    def _export(model, example: np.ndarray, path: Path, dynamic_batch: bool = False) -> None:
         import torch
 
+        kwargs = {}
+        if dynamic_batch:
+            kwargs["dynamic_shapes"] = ({0: torch.export.Dim(BATCH_DIM, min=1, max=1024)},)
         program = torch.onnx.export(model, (torch.from_numpy(example),), dynamo=True,
                                     opset_version=OPSET, input_names=[INPUT_NAME],
-                                    output_names=[OUTPUT_NAME], verbose=False)
+                                    output_names=[OUTPUT_NAME], verbose=False, **kwargs)
         program.save(str(path), external_data=False)
+        if dynamic_batch:
+            _name_batch_dim(path)
+
+    @staticmethod
+    def _write_metadata(path: Path, app: AppInfo) -> None:
+        """``labels`` (a JSON list) and ``preprocessing`` (JSON, as in the manifest) into the
+        model's ``metadata_props``, beside what the quantizer wrote; the description as its
+        doc string."""
+        import onnx
+
+        m = onnx.load(str(path))
+        props = {p.key: p.value for p in m.metadata_props}
+        props.update({"labels": json.dumps(list(app.labels)),
+                      "preprocessing": json.dumps(app.preprocessing),
+                      "input_kind": app.input_kind, "model": app.model, "version": app.version})
+        del m.metadata_props[:]
+        for key, value in props.items():
+            m.metadata_props.add(key=key, value=value)
+        m.doc_string = app.description
+        m.producer_name, m.producer_version = "lkca-edge", app.version.rsplit(" ", 1)[-1]
+        onnx.save(m, str(path))
+
+    @staticmethod
+    def _to_ort(onnx_path: Path, out_path: Path, work: Path) -> tuple[str, bytes]:
+        """onnxruntime's own converter (``python -m onnxruntime.tools.convert_onnx_models_to_ort``)
+        -> the .ort at ``out_path``; returns the required-operators config (name, bytes)."""
+        src, dst = work / "ort_src", work / "ort_out"
+        src.mkdir()
+        onnx_path.replace(src / "model.onnx")
+        try:
+            proc = subprocess.run([sys.executable, "-m", *ORT_CONVERTER, "--output_dir", str(dst),
+                                   str(src / "model.onnx")], capture_output=True, text=True,
+                                  timeout=ORT_CONVERT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise UserError(f"the ORT format converter did not finish in {ORT_CONVERT_TIMEOUT} s") from None
+        ort_files = sorted(dst.rglob("*.ort")) if dst.is_dir() else []
+        configs = sorted(dst.glob("*.config")) if dst.is_dir() else []
+        if proc.returncode != 0 or len(ort_files) != 1 or not configs:
+            tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+            raise UserError(f"the ORT format conversion failed ({tail[-1][:200] if tail else 'no output'})")
+        ort_files[0].replace(out_path)
+        # The converter names the model it read by its temporary path; name the artifact.
+        lines = [f"# - {_final_name(out_path)}"
+                 if ln.startswith("# - ") else ln for ln in configs[0].read_text().splitlines()]
+        return REQUIRED_OPERATORS, ("\n".join(lines) + "\n").encode("utf-8")
 
     @staticmethod
     def _quantize(src: Path, dst: Path, recipe: Recipe, calibration: np.ndarray, work: Path) -> None:
@@ -343,9 +434,20 @@ class OnnxBackend(Backend):
                         per_channel=True, nodes_to_exclude=exclude)
 
     # -- run -------------------------------------------------------------------------------------
+    def check_artifact_file(self, path: Path) -> None:
+        super().check_artifact_file(path)
+        if path.suffix == ".ort":
+            with open(path, "rb") as f:
+                head = f.read(8)
+            if len(head) < 8 or head[4:8] != ORT_IDENTIFIER:
+                raise UserError(f"{path} is not an ORT format model (no 'ORTM' flatbuffer identifier)")
+
     def inspect(self, path) -> dict:
         import onnx
 
+        path = Path(path)
+        if path.suffix == ".ort":
+            return self._inspect_ort(path)
         try:
             m = onnx.load(str(path))
         except Exception as exc:
@@ -354,4 +456,45 @@ class OnnxBackend(Backend):
         for node in m.graph.node:
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
         opsets = {o.domain or "ai.onnx": o.version for o in m.opset_import}
-        return {"op_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])), "opsets": opsets}
+        return {"op_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])), "opsets": opsets,
+                "metadata_keys": sorted(p.key for p in m.metadata_props)}
+
+    def _inspect_ort(self, path: Path) -> dict:
+        """An .ort file is read by ONNX Runtime only (onnx cannot parse it): its I/O and
+        metadata as the session reports them."""
+        import onnxruntime as ort
+
+        self.check_artifact_file(path)
+        try:
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise UserError(f"{path} is not a loadable ORT format model ({first_line(exc)})") from None
+        meta = sess.get_modelmeta()
+        return {"format": "ort",
+                "io": {"inputs": [{"name": i.name, "shape": i.shape, "type": i.type} for i in sess.get_inputs()],
+                       "outputs": [{"name": o.name, "shape": o.shape, "type": o.type} for o in sess.get_outputs()]},
+                "metadata_keys": sorted(meta.custom_metadata_map)}
+
+
+def _final_name(path: Path) -> str:
+    """The artifact's name for a path written under an atomic temporary name
+    (``.stem.XXXX.partial.ort`` -> ``stem.ort``)."""
+    name = path.name
+    if name.startswith(".") and ".partial" in name:
+        stem = name[1:].rsplit(".", 1)[0]          # 'stem.XXXX.partial'
+        stem = stem.rsplit(".", 2)[0]              # 'stem'
+        return stem + path.suffix
+    return name
+
+
+def _name_batch_dim(path: Path) -> None:
+    """Give the dynamic first dimension of every graph input and output the name ``batch``
+    (torch.onnx names it after its symbol, e.g. ``s0``)."""
+    import onnx
+
+    m = onnx.load(str(path))
+    for value in [*m.graph.input, *m.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].dim_param:
+            dims[0].dim_param = BATCH_DIM
+    onnx.save(m, str(path))

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from lkca_edge.converters._tflite_ops import TFLITE_IDENTIFIER
-from lkca_edge.converters.base import (Backend, ConversionResult, Recipe, Runner, io_spec,
-                                       register_backend)
+from lkca_edge.converters.base import (AppInfo, Backend, ConversionResult, Recipe, Runner,
+                                       io_spec, register_backend)
 from lkca_edge.errors import BackendUnavailable, UserError, first_line
 from lkca_edge.logs import debug_enabled, quiet
 
@@ -147,7 +147,7 @@ class LiteRTRunner(Runner):
             self._in_buffer = np.empty(self._in_shape, np.float32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, np.float32)
+        x = np.asarray(x, self._in_dtype if self._in_dtype == np.uint8 else np.float32)
         if x.shape != self._in_shape:
             raise UserError(f"input has shape {tuple(x.shape)}; this model takes {self._in_shape}")
         if self._in_q is None:
@@ -269,6 +269,7 @@ class LiteRTBackend(Backend):
     install_hint = "litert-torch ai-edge-litert ai-edge-quantizer"
     convert_modules = ("torch", "litert_torch", "ai_edge_litert")
     runtime_modules = ("ai_edge_litert", "tflite_runtime")
+    runtime_extra = "runtime-litert"
     recipes = RECIPES
     keeps_layers_float = True
     default_recipes = {"fp32": "fp32", "int8": "int8"}
@@ -276,8 +277,10 @@ class LiteRTBackend(Backend):
     tool_packages = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torch", "torchao")
     runtime_distributions = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
     runtime_preload = (("ai_edge_litert.interpreter", "tflite_runtime.interpreter"),)
+    input_kinds = ("tensor", "image")
 
-    def convert(self, model, example, recipe: Recipe, calibration, out_path: Path) -> ConversionResult:
+    def convert(self, model, example, recipe: Recipe, calibration, out_path: Path,
+                app: AppInfo | None = None) -> ConversionResult:
         from lkca_edge.converters._rewrites import explicit_norms, keep_layers_float
 
         tool = recipe.option("tool")
@@ -304,6 +307,8 @@ class LiteRTBackend(Backend):
                 self._quantize_aeq(fp32_path, out_path, recipe, calibration)
             else:
                 self._serialize(self._convert(model, example), out_path)
+        if app is not None:
+            self._write_metadata(out_path, app)
         inputs, outputs = self._read_io(out_path)
         facts = self.inspect(out_path)
         facts.pop("io", None)  # the manifest's inputs/outputs already say it
@@ -350,6 +355,35 @@ class LiteRTBackend(Backend):
     @staticmethod
     def _serialize(edge, path: Path) -> None:
         edge.export(str(path))
+
+    @staticmethod
+    def _write_metadata(path: Path, app: AppInfo) -> None:
+        """The standard TFLite metadata: names, the image input's normalization in pixel units
+        and the labels as the output's TENSOR_AXIS_LABELS file, zipped onto the model."""
+        from lkca_edge.converters import _tflite_metadata as tm
+
+        prep = app.prep()
+        mean, std = prep.pixel_mean_std()
+        if app.input_kind == "image":
+            described = ("RGB image, uint8 (1, H, W, 3) at the model's size; the normalization "
+                         "below runs inside the model: feed the pixels as they are")
+            lo, hi = (0.0,), (255.0,)
+        else:
+            described = ("RGB image as float32 (1, 3, H, W) (NCHW), normalized as "
+                         "(pixel - mean) / std with the values below")
+            lo = tuple((0.0 - m) / s for m, s in zip(mean, std))
+            hi = tuple((255.0 - m) / s for m, s in zip(mean, std))
+        labels = tm.AssociatedFile("labels.txt", "class names, one per line, in logit order")
+        md = tm.ModelMetadata(
+            name=app.model, description=app.description, version=app.version, author=app.author,
+            license="", files={"labels.txt": app.labels_text().encode("utf-8")},
+            inputs=(tm.ImageTensor("images", described, mean, std,
+                                   color_space=("RGB" if app.input_kind == "image" or prep.channel_order == "RGB"
+                                                else "UNKNOWN"),
+                                   stats_min=lo, stats_max=hi),),
+            outputs=(tm.FeatureTensor("logits", "one logit per class (softmax gives "
+                                      "probabilities)", (labels,)),))
+        path.write_bytes(tm.with_metadata(path.read_bytes(), md))
 
     @staticmethod
     def _quantize_aeq(src: Path, dst: Path, recipe: Recipe, calibration: np.ndarray) -> None:
@@ -403,6 +437,12 @@ class LiteRTBackend(Backend):
             raise
         except Exception:  # noqa: BLE001 - a runtime that cannot say: no delegation facts
             pass
+        from lkca_edge.converters._tflite_metadata import read_metadata
+
+        try:
+            info["metadata"] = read_metadata(path.read_bytes())
+        except Exception:  # noqa: BLE001 - a summary only; the runtime ignores metadata
+            info["metadata"] = None
         return info
 
     def check_artifact_file(self, path: Path) -> None:

@@ -24,7 +24,8 @@ def export(model_or_name, backend: str, precision: str | None = "fp32", *,
            calibration: str | None = None, out: str | Path, form: str | None = None,
            example_input=None, preprocessing=None, name: str | None = None,
            validation_limit: int | None = None, calibration_size: int = 128,
-           enforce_gate: bool = True, fallback: bool = False):
+           enforce_gate: bool = True, input: str | None = None, dynamic_batch: bool = False,
+           ort: bool = False, fallback: bool = False):
     """Convert a model for ``backend``, validate it on real images and write the artifact, its
     validation pack and manifest into ``out``; returns an ``ExportResult`` (``.artifact``,
     ``.manifest``, ``.validation``).
@@ -35,8 +36,11 @@ def export(model_or_name, backend: str, precision: str | None = "fp32", *,
     batch-1 array or tensor) and ``preprocessing`` (a ``Preprocessing`` with its label names),
     and ``calibration`` (the data it is validated on; its labels are matched by name). LKCA
     rewrites apply only where they fit. ``recipe`` picks any of the backend's recipes
-    (``precision=None`` then takes the recipe's). ``fallback``: an int8 export whose gate fails
-    keeps its layers that add the most error in float until it passes (the manifest lists them).
+    (``precision=None`` then takes the recipe's). ``input="image"``: the artifact takes uint8
+    (1, H, W, 3) RGB pixels and normalizes inside (Core ML's default); ``dynamic_batch`` and
+    ``ort`` (the ORT Mobile format) are for onnx.
+    ``fallback``: an int8 export whose gate fails keeps its layers that add the most error in
+    float until it passes (the manifest lists them).
     """
     from lkca_edge.pipelines.export import ExportRequest, export_model
 
@@ -47,7 +51,8 @@ def export(model_or_name, backend: str, precision: str | None = "fp32", *,
                         checkpoint=str(checkpoint) if checkpoint is not None else None,
                         form=form, calibration=calibration, calibration_size=calibration_size,
                         out=str(out), enforce_gate=enforce_gate,
-                        validation_limit=validation_limit, name=name, fallback=fallback)
+                        validation_limit=validation_limit, name=name, input=input,
+                        dynamic_batch=dynamic_batch, ort=ort, fallback=fallback)
     if model_or_name is None or isinstance(model_or_name, str):
         return export_model(req)
     return export_model(req, model=_prepared_module(model_or_name, example_input, preprocessing,
@@ -93,12 +98,15 @@ def _prepared_module(module, example_input, preprocessing, name):
 
 
 def validate(artifact: str | Path, dataset: str | None = None, limit: int | None = None, *,
-             threads: int = 1, verify: bool = True):
+             threads: int = 1, verify: bool = True, remote: str | None = None,
+             remote_command: str | None = None):
     """Validate an exported artifact through its own runtime: on its validation pack (no torch),
-    or on ``dataset`` (labels matched by name); returns a ``ValidationResult``."""
+    or on ``dataset`` (labels matched by name); ``remote="ssh://USER@HOST"`` on a board.
+    Returns a ``ValidationResult``."""
     from lkca_edge.pipelines.validate import validate_artifact
 
-    return validate_artifact(artifact, dataset=dataset, limit=limit, threads=threads, verify=verify)
+    return validate_artifact(artifact, dataset=dataset, limit=limit, threads=threads, verify=verify,
+                             remote=remote, remote_command=remote_command)
 
 
 def per_layer(artifact: str | Path, dataset: str | None = None, limit: int | None = None, *,
@@ -114,21 +122,25 @@ def per_layer(artifact: str | Path, dataset: str | None = None, limit: int | Non
 
 def profile(artifact: str | Path, device: str = "host", threads: int | None = None,
             runs: int = 100, *, warmup: int = 10, dataset: str | None = None, op_runs: int = 10,
-            timeout: float | None = 600.0, profiles_dir=None, verify: bool = True):
-    """Latency and memory of an artifact for a device profile; returns a ``ProfileResult``
-    (``.latency_ms["median"]``, ``.peak_rss_mb``, ``.verdict``, ...)."""
+            timeout: float | None = 600.0, profiles_dir=None, verify: bool = True,
+            remote: str | None = None, remote_command: str | None = None):
+    """Latency and memory of an artifact for a device profile, measured here or on the device
+    (``remote="ssh://USER@HOST"`` / ``"adb://SERIAL"``); returns a ``ProfileResult``
+    (``.latency_ms["median"]``, ``.memory``, ``.verdict``, ...)."""
     from lkca_edge.pipelines.profile import profile_artifact
 
     return profile_artifact(artifact, device=device, threads=threads, runs=runs, warmup=warmup,
                             verify=verify, profiles_dir=profiles_dir, op_runs=op_runs,
-                            timeout=timeout, dataset=dataset)
+                            timeout=timeout, dataset=dataset, remote=remote,
+                            remote_command=remote_command)
 
 
 def bench(models=None, backends=None, precisions=None, *, out: str | Path | None = None,
           device: str = "host", checkpoint: str | Path | None = None,
           dataset: str | None = None, runs: int = 100, warmup: int = 10, op_runs: int = 10,
           threads: int | None = None, validation_limit: int | None = None,
-          record: bool = True, db: str | Path | None = None, progress: bool = False):
+          record: bool = True, db: str | Path | None = None, progress: bool = False,
+          remote: str | None = None, remote_command: str | None = None):
     """The main job for these models x backends x precisions; returns a ``BenchOutcome``
     (``.results``, ``.out_dir``, ``.files``)."""
     from lkca_edge.bench import BenchConfig, run_bench
@@ -141,5 +153,6 @@ def bench(models=None, backends=None, precisions=None, *, out: str | Path | None
         device=device, runs=runs, warmup=warmup, op_runs=op_runs, threads=threads,
         out=str(out) if out is not None else None, db=str(db) if db is not None else None,
         record=record, checkpoint=str(checkpoint) if checkpoint is not None else None,
-        dataset=dataset, validation_limit=validation_limit, progress=progress)
+        dataset=dataset, validation_limit=validation_limit, progress=progress, remote=remote,
+        remote_command=remote_command)
     return run_bench(cfg)

@@ -2,8 +2,14 @@
 both apply.
 
 Latency is judged on p90; where a runner prints no p90 (LiteRT's benchmark_model, ExecuTorch's
-executor_runner), the stricter p95, else the mean. Memory is the peak resident set; accuracy is
-the drop against the fp32 source, in points, from a runnable validation.
+executor_runner), the stricter p95, else the mean. Memory is what the device would hold (the
+peak resident set of the runtime, or for ExecuTorch run through its Python bindings the model's
+own share without libtorch: ``ProfileResult.memory``); accuracy is the drop against the fp32
+source, in points, from a runnable validation.
+
+Latency and memory are judged only from measurements on the device itself: a profile for device
+D measured on another machine gets ``latency_ok``/``memory_ok`` null and says where it was
+measured (``not_on_device``), never true or false.
 """
 
 from __future__ import annotations
@@ -48,16 +54,29 @@ def check_budgets(budgets: dict, latency, peak_rss_mb: float | None,
     }
 
 
-def make_verdict(device, manifest, latency, peak_rss_mb: float | None,
-                 measured_on: str | None) -> dict:
-    """A profile's verdict for ``device`` (a DeviceProfile): budgets, backend and precision."""
+def not_on_device_reason(machine: str, device_name: str, where: str = "host") -> str | None:
+    """"measured on host x86_64, not on raspberry-pi-4"; None when the device is the host."""
+    if device_name == "host":
+        return None
+    return f"measured on {where} {machine}, not on {device_name}"
+
+
+def make_verdict(device, manifest, latency, memory_mb: float | None,
+                 measured_on: str | None, not_on_device: str | None = None) -> dict:
+    """A profile's verdict for ``device`` (a DeviceProfile): budgets, backend and precision.
+    ``memory_mb`` is what the device would hold; ``not_on_device`` (e.g. "measured on host
+    x86_64, not on raspberry-pi-4") leaves the latency and memory verdicts null, with that
+    reason."""
     drop = accuracy_drop_points(manifest.validation)
     budgets = {"ram_budget_mb": device.ram_budget_mb, "latency_budget_ms": device.latency_budget_ms,
                "accuracy_gate": device.accuracy_gate}
-    checked = check_budgets(budgets, latency, peak_rss_mb, drop)
+    checked = check_budgets(budgets, None if not_on_device else latency,
+                            None if not_on_device else memory_mb, drop)
     verdict = {
         "memory_ok": checked["memory_ok"],
         "latency_ok": checked["latency_ok"],
+        "on_device": measured_on is not None and not not_on_device,
+        "not_on_device": not_on_device,
         "accuracy_ok": checked["accuracy_ok"],
         "backend_ok": manifest.backend in device.backends,
         "precision_ok": manifest.precision in device.precisions,
@@ -66,8 +85,13 @@ def make_verdict(device, manifest, latency, peak_rss_mb: float | None,
                     "latency_stat": checked["latency_stat"], "accuracy_drop_pts": device.accuracy_gate},
         "accuracy_drop_pts": None if drop is None else round(drop, 3),
     }
-    parts = [f"memory/latency verdicts {measured_on}" if measured_on
-             else "no memory/latency verdict: nothing was run",
+    if not_on_device:
+        first = f"no memory/latency verdict for {device.name}: {not_on_device}"
+    elif measured_on:
+        first = f"memory/latency verdicts {measured_on}"
+    else:
+        first = "no memory/latency verdict: nothing was run"
+    parts = [first,
              "accuracy from the manifest's validation" if drop is not None
              else "no accuracy verdict (the manifest has no runnable validation)"]
     if not verdict["backend_ok"]:

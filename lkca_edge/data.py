@@ -84,7 +84,11 @@ def _dataset(name, labels, rgb, y, prep, train, val, test, path=None) -> Dataset
 
 def load_digits(prep: Preprocessing, _arg: str | None = None) -> Dataset:
     """scikit-learn's 1,797 real 8x8 scans of handwritten digits (ships with scikit-learn)."""
-    from sklearn.datasets import load_digits as sk_digits
+    try:
+        from sklearn.datasets import load_digits as sk_digits
+    except ImportError:
+        raise UserError("the digits data set ships inside scikit-learn, which is not installed "
+                        "(pip install 'lkca-edge[data]')") from None
 
     d = sk_digits()
     pixels = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 ink levels -> 0..255

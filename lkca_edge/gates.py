@@ -49,6 +49,8 @@ class Gate:
         return ", ".join(parts)
 
 
+DYNAMIC_BATCH = 4  # a dynamic-batch artifact is validated at batch 1 and at this batch size
+
 GATES = {
     "fp32": Gate(max_abs_err=1e-4),
     "fp16": Gate(max_accuracy_drop=0.01, min_top1_agreement=0.98),
@@ -95,6 +97,21 @@ class ValidationResult:
     data: str | None = None                # the data set's spec
     labels_note: str = ""                  # how the data's labels were matched to the model's
     source_failures: list[str] = field(default_factory=list)  # the source model's, not the artifact's
+    batch_sizes: list[int] = field(default_factory=lambda: [1])  # batch sizes it was run at
+
+    def add_batch(self, other: "ValidationResult", batch_size: int) -> "ValidationResult":
+        """Fold in the run of the same images at ``batch_size`` (a dynamic-batch artifact):
+        it passes only if both runs pass; the figures reported are the worse of the two."""
+        self.batch_sizes = [*self.batch_sizes, int(batch_size)]
+        if other.max_abs_err is not None and (self.max_abs_err is None or other.max_abs_err > self.max_abs_err):
+            self.max_abs_err, self.mean_abs_err = other.max_abs_err, other.mean_abs_err
+        if other.accuracy is not None and self.accuracy is not None:
+            self.accuracy = min(self.accuracy, other.accuracy)
+            self.top1_agreement = min(self.top1_agreement, other.top1_agreement)
+        self.failures += [f"at batch {batch_size}: {f}" for f in other.failures]
+        if other.passed is False:
+            self.passed = False
+        return self
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from lkca_edge.errors import UserError
 from lkca_edge.fileio import write_json
+from lkca_edge.preprocessing import INPUT_KINDS
 
 SCHEMA = "lkca-edge-manifest/2"
 READABLE_SCHEMAS = ("lkca-edge-manifest/1", SCHEMA)  # /1 had no data record, pack or trained
@@ -70,11 +71,23 @@ class Manifest:
     data: dict | None = None             # the data set calibrated and validated on (a DataRecord)
     validation_pack: dict | None = None  # {file, sha256, size_bytes, n_images, split}
     trained: bool = True                 # False: an untrained zoo config (accuracy not meaningful)
+    # What the artifact takes: "tensor" (float32 N, C, H, W) or "image" (uint8 N, H, W, 3 RGB,
+    # normalised inside the graph); manifests from before this field are "tensor".
+    input_kind: str = "tensor"
+    # Files that travel with the artifact, by role: {"labels": "<artifact>.labels.txt", ...}.
+    files: dict = field(default_factory=dict)
 
     @staticmethod
     def path_for(artifact: str | Path) -> Path:
         artifact = Path(artifact)
         return artifact.with_name(artifact.name + ".manifest.json")
+
+    @staticmethod
+    def companion_path(artifact: str | Path, suffix: str) -> Path:
+        """``<artifact>.<suffix>``: where a file that travels with an artifact lives
+        (``labels.txt`` -> ``model.tflite.labels.txt``)."""
+        artifact = Path(artifact)
+        return artifact.with_name(f"{artifact.name}.{suffix}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,6 +111,12 @@ class Manifest:
                           ("trained", bool)):
             if not isinstance(getattr(m, name), typ):
                 raise UserError(f"{source}: manifest field {name!r} must be a {typ.__name__}")
+        if m.input_kind not in INPUT_KINDS:
+            raise UserError(f"{source}: manifest input_kind must be one of {', '.join(INPUT_KINDS)}, "
+                            f"got {m.input_kind!r}")
+        if not isinstance(m.files, dict) or not all(isinstance(v, str) and "/" not in v and "\\" not in v
+                                                     for v in m.files.values()):
+            raise UserError(f"{source}: manifest field 'files' must map roles to file names")
         for name in ("data", "validation_pack", "calibration", "validation"):
             if getattr(m, name) is not None and not isinstance(getattr(m, name), dict):
                 raise UserError(f"{source}: manifest field {name!r} must be an object or null")

@@ -14,6 +14,9 @@ import numpy as np
 from lkca_edge.errors import UserError
 
 RESAMPLE_MODES = ("nearest", "bilinear", "bicubic")
+# What an artifact takes: "tensor", the normalised float32 (N, 3, H, W) array (the default), or
+# "image", (N, H, W, 3) uint8 RGB pixels at the model's size, normalised inside the graph.
+INPUT_KINDS = ("tensor", "image")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
@@ -79,6 +82,36 @@ class Preprocessing:
             x = x[..., ::-1]
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def pixel_affine(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(multiplier, offset) per model channel: ``normalize`` is ``pixel * m + o`` (after the
+        channel reorder for BGR models)."""
+        multiplier = tuple(float(self.scale / s) for s in self.std)
+        offset = tuple(float(-m / s) for m, s in zip(self.mean, self.std))
+        return multiplier, offset
+
+    def pixel_mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """mean and std in raw pixel units (0..255): ``normalize`` is ``(pixel - mean) / std``,
+        as TFLite metadata's NormalizationOptions and ONNX/Core ML apps state it."""
+        return (tuple(float(m / self.scale) for m in self.mean),
+                tuple(float(s / self.scale) for s in self.std))
+
+    def to_pixels(self, x: np.ndarray) -> np.ndarray:
+        """The inverse of ``normalize``: float32 (N, 3, H, W) -> (N, H, W, 3) uint8 RGB. Exact
+        for arrays ``normalize`` made from uint8 pixels (the float error is far below 0.5)."""
+        x = np.asarray(x, np.float32).transpose(0, 2, 3, 1)
+        pixels = (x * np.asarray(self.std, np.float32) + np.asarray(self.mean, np.float32)) / np.float32(self.scale)
+        if self.channel_order == "BGR":
+            pixels = pixels[..., ::-1]
+        return np.ascontiguousarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+
+    def as_input(self, x: np.ndarray, kind: str) -> np.ndarray:
+        """Normalised float32 (N, 3, H, W) arrays as an artifact of input ``kind`` takes them."""
+        if kind == "image":
+            return self.to_pixels(x)
+        if kind == "tensor":
+            return np.ascontiguousarray(x, np.float32)
+        raise UserError(f"unknown input kind {kind!r} (valid: {', '.join(INPUT_KINDS)})")
 
     def resize_rgb(self, image) -> np.ndarray:
         """A PIL image of any mode and size -> (H, W, 3) uint8 RGB at the model's size."""

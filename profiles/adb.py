@@ -1,6 +1,6 @@
 """Profile on an Android phone over adb with a runner you built for it.
 
-``lkca-edge profile model.tflite --device pixel-8 --adb --runner path/to/benchmark_model`` pushes
+``lkca-edge profile model.tflite --device pixel-8 --remote adb:// --runner path/to/benchmark_model`` pushes
 the artifact and the runner to ``/data/local/tmp/lkca-edge``, runs it with the profile's thread
 count, parses its statistics into the same ``ProfileResult`` as a host run, and removes what it
 pushed. Runners:
@@ -165,7 +165,7 @@ def find_adb() -> str:
     adb = shutil.which("adb")
     if adb is None:
         raise UserError("adb not found on PATH: install Android platform-tools "
-                        "(https://developer.android.com/tools/releases/platform-tools) or drop --adb")
+                        "(https://developer.android.com/tools/releases/platform-tools) or drop --remote adb://")
     return adb
 
 
@@ -259,10 +259,10 @@ def profile_over_adb(artifact: Path, manifest, profile, runner, threads, runs, w
     from lkca_edge.profiles.schema import LatencyStats, ProfileResult
 
     if profile.os != "android":
-        raise UserError(f"--adb profiles Android phones; {profile.name} is {profile.os} "
+        raise UserError(f"--remote adb:// profiles Android phones; {profile.name} is {profile.os} "
                         f"(choose --device pixel-8 or android-low-end)")
     if not runner:
-        raise UserError("--adb needs --runner PATH: LiteRT's benchmark_model or ExecuTorch's "
+        raise UserError("--remote adb:// needs --runner PATH: LiteRT's benchmark_model or ExecuTorch's "
                         "executor_runner, built for the phone (android_arm64)")
     runner = Path(runner)
     if not runner.is_file():
@@ -343,6 +343,10 @@ def profile_over_adb(artifact: Path, manifest, profile, runner, threads, runs, w
         planned_memory_bytes=parsed.get("planned_memory_bytes"),
         planned_memory_label="ExecuTorch planned buffers (executor_runner)" if parsed.get("planned_memory_bytes") else None,
         ops=parsed.get("ops") or [], verdict=make_verdict(profile, manifest, latency, peak, where),
+        memory={"runtime_rss_mb": peak, "activation_arena_bytes": parsed.get("planned_memory_bytes"),
+                "device_memory_mb": peak,
+                "basis": ("benchmark_model's own peak memory footprint on the phone (the whole tool)"
+                          if peak is not None else f"{kind} reports no resident memory")},
         host={"device": serial, "model": model, "soc": soc, "android": android, "cores": cores,
               "emulated_threads": False, "threads_label": "device"},
         versions={}, note="; ".join(notes), mode="adb")

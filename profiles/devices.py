@@ -9,6 +9,10 @@ A profile is data with provenance: every number (and the CPU description) carrie
 in ``sources``; hardware facts cite vendor spec pages and budgets say they are product choices.
 Unknown keys are refused with the file and the field named, so a typo never silently becomes a
 default.
+
+A profile may say where its device is: ``remote: ssh://pi@raspberrypi.local`` (or
+``adb://SERIAL``), and ``remote_command: /home/pi/venv/bin/lkca-edge`` for the board's lkca-edge;
+``profile`` and ``bench`` then measure there unless ``--remote`` says otherwise.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class DeviceProfile:
     precisions: tuple[str, ...]
     sources: dict                    # field -> note or URL
     coreml_compute_units: str | None = None   # Apple only
+    remote: str | None = None        # where the device is: ssh://USER@HOST[:PORT] or adb://SERIAL
+    remote_command: str | None = None  # the board's lkca-edge, when not on its PATH
     path: str = ""                   # the file it came from (filled in by the loader)
     builtin: bool = False
 
@@ -59,7 +65,8 @@ class DeviceProfile:
 
 _REQUIRED = ("name", "description", "os", "cpu", "threads", "ram_budget_mb", "latency_budget_ms",
              "accuracy_gate", "backends", "precisions", "sources")
-_ALLOWED = _REQUIRED + ("coreml_compute_units",)
+_ALLOWED = _REQUIRED + ("coreml_compute_units", "remote", "remote_command")
+_NOT_SOURCED = ("name", "description", "sources", "remote", "remote_command")
 
 
 def parse_profile(data, source: str | Path) -> DeviceProfile:
@@ -135,9 +142,9 @@ def parse_profile(data, source: str | Path) -> DeviceProfile:
     if not isinstance(sources, dict):
         raise bad("sources", "must be a mapping of field -> note or URL")
     for key, note in sources.items():
-        if key not in _ALLOWED or key in ("name", "description", "sources"):
+        if key not in _ALLOWED or key in _NOT_SOURCED:
             raise bad(f"sources.{key}", f"names no sourced field (sourced fields: "
-                                        f"{', '.join(k for k in _ALLOWED if k not in ('name', 'description', 'sources'))})")
+                                        f"{', '.join(k for k in _ALLOWED if k not in _NOT_SOURCED)})")
         if not isinstance(note, str) or not note.strip():
             raise bad(f"sources.{key}", "must be a non-empty note or URL")
     needed = list(SOURCED) + (["coreml_compute_units"] if units is not None else [])
@@ -145,12 +152,31 @@ def parse_profile(data, source: str | Path) -> DeviceProfile:
     if unsourced:
         raise bad("sources", f"needs a note or URL for {', '.join(unsourced)}")
 
+    remote = data.get("remote")
+    if remote is not None:
+        from lkca_edge.profiles.remote import parse_remote
+
+        if not isinstance(remote, str) or not remote.strip():
+            raise bad("remote", "must be ssh://USER@HOST[:PORT] or adb://SERIAL")
+        try:
+            parse_remote(remote)
+        except UserError as exc:
+            raise bad("remote", str(exc).removeprefix("--remote ")) from None
+        remote = remote.strip()
+    remote_command = data.get("remote_command")
+    if remote_command is not None:
+        if not isinstance(remote_command, str) or not remote_command.strip():
+            raise bad("remote_command", "must be the path of the board's lkca-edge")
+        if remote is None:
+            raise bad("remote_command", "only applies with a remote:")
+        remote_command = remote_command.strip()
+
     return DeviceProfile(
         name=name, description=text("description"), os=os_name, cpu=text("cpu"), threads=threads,
         ram_budget_mb=number("ram_budget_mb", 0), latency_budget_ms=number("latency_budget_ms", 0),
         accuracy_gate=number("accuracy_gate", 0, allow_zero=True), backends=backends,
         precisions=names("precisions", PRECISIONS), sources=dict(sources),
-        coreml_compute_units=units)
+        coreml_compute_units=units, remote=remote, remote_command=remote_command)
 
 
 def load_profile_file(path: str | Path, builtin: bool = False) -> DeviceProfile:

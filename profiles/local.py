@@ -3,7 +3,9 @@ child process (``python -m lkca_edge.profiles.measure``) that loads the artifact
 runtime, and turn its figures into a ``ProfileResult``. Nothing here imports torch.
 
 A device profile other than ``host`` contributes its thread count (capped by this host's cores),
-labelled "host-emulated threads" and never reported as a measurement of that device.
+labelled "host-emulated threads" and never reported as a measurement of that device: its latency
+and memory verdicts are null ("measured on host x86_64, not on raspberry-pi-4"). ``on_device``
+says this machine is the device (what ``--remote`` asks of a board's lkca-edge).
 """
 
 from __future__ import annotations
@@ -17,18 +19,18 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lkca_edge.budgets import make_verdict
+from lkca_edge.budgets import make_verdict, not_on_device_reason
 from lkca_edge.errors import UserError
 from lkca_edge.hostinfo import host_info, usable_cpus
 from lkca_edge.logs import debug_enabled
-from lkca_edge.profiles.schema import LatencyStats, ProfileResult
+from lkca_edge.profiles.schema import MEMORY_FIELDS, LatencyStats, ProfileResult
 
 BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
 DEFAULT_IMAGES = 64
 
 
 # -- planning ----------------------------------------------------------------------------------------
-def plan_threads(device, threads: int | None, cpus: list[int]) -> dict:
+def plan_threads(device, threads: int | None, cpus: list[int], on_device: bool = False) -> dict:
     """How many threads and which CPUs a run uses, and how to label it honestly."""
     available = len(cpus)
     asked = threads if threads is not None else device.resolve_threads(available)
@@ -36,8 +38,13 @@ def plan_threads(device, threads: int | None, cpus: list[int]) -> dict:
         raise UserError(f"--threads must be at least 1, got {asked}")
     used = min(asked, available)
     source = "--threads" if threads is not None else f"the {device.name} profile"
-    emulated = device.name != "host"
-    if emulated:
+    emulated = device.name != "host" and not on_device
+    if on_device and device.name != "host":
+        label = "device"
+        note = (f"{used} thread{'s' if used != 1 else ''} on this {device.name} ({source} asks "
+                f"for {asked}" + (f"; capped to its {available} usable cores" if used < asked else "")
+                + ")")
+    elif emulated:
         label = "host-emulated threads"
         note = (f"{used} host-emulated thread{'s' if used != 1 else ''} for {device.name} "
                 f"({source} asks for {asked}"
@@ -92,12 +99,15 @@ def save_inputs(manifest, work: Path, timing: TimingImages) -> dict:
     """The images as .npy files for the measuring child, checked against the artifact's input."""
     import numpy as np
 
-    x = timing.images
+    from lkca_edge.preprocessing import Preprocessing
+
+    # what the artifact takes: uint8 RGB pixels for an image input, else the float arrays
+    x = Preprocessing.from_dict(manifest.preprocessing).as_input(timing.images, manifest.input_kind)
     shape = (manifest.inputs[0].get("shape") if manifest.inputs else None) or []
     if shape and list(x.shape[1:]) != [int(s) for s in shape[1:]]:
         raise UserError(f"the artifact takes inputs of shape {shape}, but its preprocessing makes "
                         f"{[1, *x.shape[1:]]} images")
-    np.save(work / "inputs.npy", np.ascontiguousarray(x, np.float32))
+    np.save(work / "inputs.npy", x)
     if timing.labels is not None:
         np.save(work / "labels.npy", np.asarray(timing.labels, np.int64))
     return {"inputs": str(work / "inputs.npy"),
@@ -187,13 +197,47 @@ def run_measurement(argv: list[str], result_path: Path, what: str, timeout: floa
     return result
 
 
+def memory_figures(backend_name: str, m: dict) -> dict:
+    """The labelled memory figures of one measurement (``profiles.schema.MEMORY_FIELDS``) and
+    the one the verdict uses: the runtime's own peak RSS, except where the Python runtime
+    brought libtorch along (ExecuTorch's pybindings), which no device running the .pte holds:
+    there the model's own peak, never below the .pte's constants plus its planned arena."""
+    peak, before = m.get("peak_rss_mb"), m.get("rss_before_load_mb")
+    facts = m.get("memory_facts") or {}
+    model_mb = max(peak - before, 0.0) if peak is not None and before is not None else None
+    out = {"runtime_rss_mb": peak, "model_rss_mb": model_mb,
+           "activation_arena_bytes": facts.get("activation_arena_bytes"),
+           "constant_bytes": facts.get("constant_bytes")}
+    if m.get("torch_imported"):
+        static = [v for v in (facts.get("activation_arena_bytes"), facts.get("constant_bytes"))
+                  if isinstance(v, int)]
+        static_mb = sum(static) / (1024.0 * 1024.0) if static else None
+        candidates = [v for v in (model_mb, static_mb) if v is not None]
+        out["device_memory_mb"] = max(candidates) if candidates else None
+        out["basis"] = (f"the {backend_name} Python runtime imported torch, so the process's peak "
+                        f"RSS ({'n/a' if peak is None else f'{peak:.1f} MB'}) includes libtorch, "
+                        f"which a device running the artifact with its C++ runtime does not hold: "
+                        f"the verdict uses the model's own peak"
+                        + (" (or, where larger, the constants plus the planned activation arena)"
+                           if static_mb is not None else "")
+                        + "; the C++ runtime's own code is not counted")
+    else:
+        out["device_memory_mb"] = peak
+        out["basis"] = "the runtime's peak RSS (the whole measuring process)"
+    if m.get("memory_facts_error"):
+        out["facts_error"] = m["memory_facts_error"]
+    out["labels"] = {k: v for k, v in MEMORY_FIELDS.items() if out.get(k) is not None}
+    return out
+
+
 def measure_locally(artifact: Path, manifest, backend, profile, base: dict, *, threads: int | None,
                     runs: int, warmup: int, op_runs: int, timeout: float | None,
-                    timing: TimingImages) -> ProfileResult:
+                    timing: TimingImages, on_device: bool = False) -> ProfileResult:
     """Time ``artifact`` on this host in a fresh child process; ``base`` holds the fields every
-    ProfileResult shares (backend, model, size, ...)."""
+    ProfileResult shares (backend, model, size, ...). ``on_device``: this machine is the
+    device profile's device (a board reached with --remote), so its verdicts are real."""
     host = host_info()
-    plan = plan_threads(profile, threads, usable_cpus())
+    plan = plan_threads(profile, threads, usable_cpus(), on_device)
     host.update(emulated_threads=plan["emulated"], threads_label=plan["label"],
                 thread_note=plan["note"])
     with tempfile.TemporaryDirectory(prefix="lkca-profile-") as tmp:
@@ -212,18 +256,25 @@ def measure_locally(artifact: Path, manifest, backend, profile, base: dict, *, t
 
     latency = LatencyStats(**m["latency_ms"])
     t = plan["threads"]
+    not_on_device = None
     if plan["emulated"]:
         measured_on = (f"measured on this host ({host['cpu']}) with {t} host-emulated "
                        f"thread{'s' if t != 1 else ''}, not on a {profile.name}")
+        not_on_device = not_on_device_reason(host.get("machine") or "?", profile.name)
+    elif on_device and profile.name != "host":
+        measured_on = (f"measured on this {profile.name} ({host.get('machine')}, {host['cpu']}, "
+                       f"{t} thread{'s' if t != 1 else ''})")
     else:
         measured_on = f"measured on this host ({host['cpu']}, {t} thread{'s' if t != 1 else ''})"
     base = dict(base, threads=plan["threads"], details=dict(base["details"]))
     notes = []
     if plan["emulated"]:
         notes.append(plan["note"])
+    memory = memory_figures(backend.name, m)
     if m.get("torch_imported"):
         notes.append(f"the {backend.name} Python runtime imported torch in the measuring process, "
-                     f"so peak RSS includes libtorch (an on-device C++ runner would not)")
+                     f"so peak RSS includes libtorch (an on-device C++ runner would not); the "
+                     f"memory verdict uses memory.device_memory_mb")
     load = host.get("loadavg")
     if load and load[0] > len(usable_cpus()):
         notes.append(f"this host was busy (1-min load average {load[0]:g} on "
@@ -249,5 +300,7 @@ def measure_locally(artifact: Path, manifest, backend, profile, base: dict, *, t
         planned_memory_label=m.get("planned_memory_label") or (
             None if m.get("planned_memory_bytes") is None else f"{backend.name} runtime-planned memory"),
         ops=m.get("ops") or [],
-        verdict=make_verdict(profile, manifest, latency, m.get("peak_rss_mb"), measured_on),
-        host=host, versions=m.get("versions", {}), note="; ".join(notes), mode="measured")
+        verdict=make_verdict(profile, manifest, latency, memory["device_memory_mb"], measured_on,
+                             not_on_device),
+        host=host, versions=m.get("versions", {}), note="; ".join(notes), mode="measured",
+        memory=memory)

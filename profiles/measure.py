@@ -129,7 +129,7 @@ def measure(req: dict) -> dict:
 
     images = np.load(req["inputs"])
     labels = np.load(req["labels"]) if req.get("labels") else None
-    batches = [np.ascontiguousarray(images[i:i + 1], np.float32) for i in range(len(images))]
+    batches = [np.ascontiguousarray(images[i:i + 1]) for i in range(len(images))]  # float or uint8
     runs, warmup = int(req["runs"]), int(req["warmup"])
     gc.collect()
 
@@ -177,6 +177,13 @@ def measure(req: dict) -> dict:
     # After the figures above: the op profiler may build a second session and allocate.
     planned = runner.planned_memory_bytes()
     planned_label = getattr(runner, "planned_memory_label", None)
+    memory_facts, memory_error = {}, None
+    try:
+        memory_facts = runner.memory_facts() or {}
+    except Exception as exc:  # noqa: BLE001 - a static reader failing must not lose the figures
+        from lkca_edge.errors import describe_exception
+
+        memory_error = describe_exception(exc)
     sanity = None
     if labels is not None:
         preds = np.asarray(runner.run_many(images)).argmax(1)
@@ -205,6 +212,8 @@ def measure(req: dict) -> dict:
         "peak_rss_source": peak_source,
         "planned_memory_bytes": planned,
         "planned_memory_label": planned_label,
+        "memory_facts": memory_facts,
+        "memory_facts_error": memory_error,
         "ops": ops,
         "ops_error": ops_error,
         "ops_method": getattr(runner, "ops_method", "") or None,

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "lkca_edge.versions", "lkca_edge.isolation", "lkca_edge.progress",
                 "lkca_edge.logs", "lkca_edge.labels", "lkca_edge.datarecord",
                 "lkca_edge.validation_pack")),
-    ("models", ("lkca_edge.models", "lkca_edge.evaluation", "lkca_edge.zoo",
+    ("models", ("lkca_edge.models", "lkca_edge.image_input", "lkca_edge.evaluation", "lkca_edge.zoo",
                 "lkca_edge.checkpoints", "lkca_edge.builder", "lkca_edge.data", "lkca_edge.train")),
     ("plugins", ("lkca_edge.converters", "lkca_edge.profiles")),
     ("pipelines", ("lkca_edge.pipelines",)),

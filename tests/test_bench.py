@@ -92,6 +92,10 @@ def test_bench_runs_and_prints_summary(bench, results):
         assert backend in stdout
     assert "what to ship" in stdout and "report:" in stdout
     assert re.search(r"recorded as run \d+ in ", stdout)
+    # the table fits a 100-column terminal; --wide (and the report) have every column
+    table = [line for line in stdout.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table and max(len(line) for line in table) <= 100, max(map(len, table))
+    assert "conv s" not in stdout and "--wide" in stdout
     # no temporary files left behind by the atomic writes
     assert not [p for p in out.rglob("*") if ".partial" in p.name]
 

@@ -1,4 +1,5 @@
-"""Smoke test of benchmarks/operator_forms.py: --quick on ONNX only, one round, a few runs."""
+"""Smoke test of benchmarks/operator_forms.py: --quick on ONNX only, one round, a few runs; its
+result file renders into the README's figures; bad options are refused in one line."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "operator_forms.py"
 
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,7 @@ def quick_run(tmp_path_factory):
     return json.loads((out / "operator_forms.json").read_text()), out, proc.stdout
 
 
+@pytest.mark.slow
 def test_json_has_baseline_peak_and_a_ratio_per_variant(quick_run):
     res, out, _ = quick_run
     assert res["schema"] == "lkca-edge-operator-forms/1"
@@ -61,6 +62,7 @@ def test_json_has_baseline_peak_and_a_ratio_per_variant(quick_run):
         assert r["threads"] or r["reason"], r["id"]
 
 
+@pytest.mark.slow
 def test_targets_rules_and_markdown(quick_run):
     res, out, stdout = quick_run
     names = [c["target"] for c in res["targets"]["checks"]]
@@ -74,3 +76,35 @@ def test_targets_rules_and_markdown(quick_run):
     md = (out / "operator_forms.md").read_text()
     assert "## Targets" in md and "EXPORT_FORM_RULES" in md and "## Measured peak" in md
     assert "Proposed `EXPORT_FORM_RULES`" in stdout
+
+
+@pytest.mark.slow
+def test_the_result_renders_into_the_readme_figures(quick_run):
+    """What the harness writes is what benchmarks/render_readme.py reads."""
+    res, _, _ = quick_run
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import render_readme
+
+    text = render_readme.render_operator_forms(res, "benchmarks/results/operator_forms/operator_forms.json")
+    assert text.startswith("**Reduced configuration, not the full matrix**: `--quick`")
+    assert "`rounds` 1 (full: 10)" in text
+    assert "#### Targets (lkca-1m@32, batch 1, 1 thread)" in text and "#### Measured peak" in text
+    for r in res["rows"]:  # every timed variant's median is in its model's table
+        for n, t in r["threads"].items():
+            if "median_ms" in t:
+                assert f"| {t['median_ms']:.3f} |" in text, (r["id"], n)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--backends", "onxx"], "unknown backend 'onxx'; did you mean: onnx?"),
+    (["--rounds", "0"], "--rounds must be at least 1"),
+    (["--threads", "0"], "--threads takes positive thread counts"),
+])
+def test_bad_options_are_one_line(argv, words, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, str(SCRIPT), *argv, "--out", str(tmp_path / "out")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert words in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("operator_forms.py: error: ")
+    assert not (tmp_path / "out").exists()

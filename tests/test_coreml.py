@@ -55,14 +55,19 @@ def test_lkca1m_exports_check_statically(exports, digits, precision):
     assert res.artifact.is_dir() and res.artifact.name == f"lkca-1m_coreml_{precision}.mlpackage"
     assert m["form"] == "fused" and m["recipe"]["name"] == precision
     d = m["details"]
-    assert d["inputs"] == [{"name": "images", "shape": [1, 3, 32, 32], "dtype": "float32"}]
-    assert d["outputs"] == [{"name": "logits", "shape": [1, 10], "dtype": "float32"}]
+    # As iOS Vision expects (the default): an RGB image input, a classifier over the logits.
+    assert m["input_kind"] == "image"
+    assert d["inputs"] == [{"name": "images", "type": "image", "width": 32, "height": 32,
+                            "color": "RGB"}]
+    assert [o["name"] for o in d["outputs"]] == ["classLabel", "classLabel_probs", "logits"]
+    assert d["outputs"][2] == {"name": "logits", "shape": [1, 10], "dtype": "float32"}
     assert d["op_counts"]["linear"] == LKCA1M_LINEAR and d["op_counts"]["layer_norm"] == 19
     assert d["compute_precision"] == ("fp32" if precision == "fp32" else "fp16")
 
     # The same checks called directly, with labelled test images for an accuracy estimate.
     model = rebuild_source_model(res.manifest)
-    static = BACKEND.validate_static(res.artifact, model, images=digits.test_x, labels=digits.test_y)
+    pixels = model.preprocessing.to_pixels(digits.test_x)  # what the ImageType input takes
+    static = BACKEND.validate_static(res.artifact, model, images=pixels, labels=digits.test_y)
     assert static["passed"], static["failures"]
     w = static["weights"]
     assert w["required"] == LKCA1M_LINEAR and w["checked"] >= LKCA1M_LINEAR
@@ -123,10 +128,11 @@ def test_64px_config_and_vit_baseline_convert(export_dir, name, overrides, size)
     res = _export(export_dir / "coreml-small", model=name, precision="fp32", overrides=overrides,
                   calibration_size=8, validation_limit=32)
     d = res.manifest.details
-    assert d["inputs"][0]["shape"] == [1, 3, size, size] and d["outputs"][0]["shape"] == [1, 10]
+    assert d["inputs"][0]["width"] == d["inputs"][0]["height"] == size
+    assert res.manifest.outputs[0]["shape"] == [1, 10]
     assert d["op_counts"]["linear"] > 0
     if name.startswith("vit"):
-        assert d["op_counts"]["softmax"] == 4
+        assert d["op_counts"]["softmax"] == 4 + 1  # 4 attention layers + the classifier's
     if REASON is not None:
         assert "static checks passed" in res.manifest.validation["note"]
 
@@ -140,8 +146,10 @@ def test_prediction_matches_source(exports, digits):
     x, y = digits.test_x[:100], digits.test_y[:100]
     for precision, res in exports.items():
         runner = BACKEND.load(res.artifact, compute_units="CPU_ONLY")
-        ref = reference_logits(rebuild_source_model(res.manifest), x)
-        v = validate_logits(runner.run_many(x), ref, y, "coreml", precision)
+        model = rebuild_source_model(res.manifest)
+        ref = reference_logits(model, x)
+        inputs = model.preprocessing.as_input(x, res.manifest.input_kind)
+        v = validate_logits(runner.run_many(inputs), ref, y, "coreml", precision)
         assert v.passed, (precision, v.failures)
 
 

@@ -90,9 +90,15 @@ def test_official_format_checkpoint_exports_like_ours(tmp_path, lkca1m, digits):
     torch.save({"model": state, "epoch": 20}, ckpt)
 
     proc = subprocess.run([sys.executable, "-m", "lkca_edge", "export", "lkca-1m", "--backend", "onnx",
-                           "--precision", "int8", "--checkpoint", str(ckpt), "--out", str(tmp_path / "out")],
+                           "--precision", "int8", "--checkpoint", str(ckpt), "--calibration", "digits",
+                           "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
+    # an official checkpoint records no data: without --calibration it is refused, not digits
+    refused = subprocess.run([sys.executable, "-m", "lkca_edge", "export", "lkca-1m", "--backend",
+                              "onnx", "--checkpoint", str(ckpt), "--out", str(tmp_path / "no")],
+                             capture_output=True, text=True, timeout=900)
+    assert refused.returncode == 2 and "records no data set" in refused.stderr
     manifest = json.loads(next((tmp_path / "out").glob("*.manifest.json")).read_text())
     v = manifest["validation"]
     assert v["passed"] and manifest["source"]["format"] == "official"

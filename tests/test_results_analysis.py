@@ -20,7 +20,7 @@ PROFILES = {
 
 def cell(backend, precision, median=None, p90=None, p95=None, mean=None, peak=50.0, acc=0.97,
          ref=0.97, passed=True, status="ok", estimate=False, runnable=True, trained=True,
-         size=1000, note=""):
+         size=1000, note="", on_device=True):
     latency = None
     if any(v is not None for v in (median, p90, p95, mean)):
         latency = {"median": median, "p90": p90, "p95": p95, "mean": mean}
@@ -34,7 +34,14 @@ def cell(backend, precision, median=None, p90=None, p95=None, mean=None, peak=50
         "validation": {"passed": passed, "runnable": runnable, "estimate": estimate,
                        "accuracy": acc, "reference_accuracy": ref, "trained": trained,
                        "failures": [] if passed is not False else ["max_abs_err 1 > 0.0001"]},
-        "profile": {"latency_ms": latency} if latency else None,
+        # measured on the device itself (a phone over adb), unless on_device=False: then on
+        # this host under the device's profile, which gives no latency/memory verdict
+        "profile": ({"latency_ms": latency, "mode": "adb" if on_device else "measured",
+                     "host": {"machine": "x86_64"},
+                     "verdict": {"on_device": on_device,
+                                 "not_on_device": None if on_device else
+                                 "measured on host x86_64, not on phone"}}
+                    if latency else None),
     }
 
 
@@ -54,6 +61,33 @@ def test_the_fastest_cell_within_every_budget_ships():
     e = ship(res, "phone")
     assert e["cell"] == ["lkca-1m", "onnx", "int8"]
     assert e["measured_on_this_device"] is True
+
+
+def test_cells_measured_anywhere_but_on_the_device_never_ship():
+    """A host run under the phone's profile is no measurement of the phone."""
+    res = results(cell("onnx", "int8", median=0.8, p90=0.9, on_device=False),
+                  cell("tflite", "int8", median=1.0, p90=1.2))
+    e = ship(res, "phone")
+    assert e["cell"] == ["lkca-1m", "tflite", "int8"]
+    why = {tuple(r["cell"][1:]): r["why"] for r in e["rejected"]}
+    assert why[("onnx", "int8")] == ("not measured on the device (measured on host x86_64, "
+                                     "not on phone)")
+    # a profile written for another device is not a measurement of this one either
+    other = cell("onnx", "int8", median=0.8, p90=0.9)
+    other["profile"]["device"] = "host"
+    assert ship(results(other), "phone")["rejected"][0]["why"].startswith("not measured on the device")
+    # results from before the rule: a host-measured cell counts for host only
+    old = cell("onnx", "int8", median=0.8, p90=0.9)
+    old["profile"] = {"latency_ms": old["profile"]["latency_ms"], "device": "phone", "mode": "measured"}
+    assert "not measured on the device" in ship(results(old), "phone")["rejected"][0]["why"]
+
+
+def test_the_memory_verdict_holds_what_the_device_would_hold():
+    """ExecuTorch through its Python bindings: libtorch in the peak RSS, not on the device."""
+    c = cell("onnx", "int8", median=1.0, p90=1.0, peak=450.0)
+    assert "peak memory of 450 MB" in ship(results(c), "phone")["rejected"][0]["why"]
+    c["metrics"]["device_memory_mb"] = 12.0
+    assert ship(results(c), "phone")["cell"] == ["lkca-1m", "onnx", "int8"]
 
 
 def test_p95_then_mean_stand_in_where_no_p90_is_reported():
@@ -148,3 +182,22 @@ def test_a_missing_or_nan_latency_never_fits(bad):
     c["profile"] = {"latency_ms": bad}
     c["metrics"]["latency_p90_ms"] = None
     assert ship(results(c), "phone")["cell"] is None
+
+
+def test_terminal_table_fits_100_columns_unless_wide(capsys):
+    from types import SimpleNamespace
+
+    from lkca_edge.apps.console import print_bench_summary
+
+    res = results(*(cell(b, p, median=1.23, p90=1.5) for b in ("executorch", "tflite", "onnx")
+                    for p in ("fp32", "int8")), cell("coreml", "int8", note="latency needs macOS"))
+    res["run"].update(models=["lkca-1m"], device="phone")
+    res["ship"] = what_to_ship(res)
+    outcome = SimpleNamespace(results=res, files={"report.html": "r.html"}, out_dir="run",
+                              run_id=None, db_path=None, db_error=None)
+    print_bench_summary(outcome)
+    narrow = capsys.readouterr().out
+    table = [line for line in narrow.splitlines() if line[:1] in "┏┃┡│└"]
+    assert len(table) >= 8 and max(len(line) for line in table) <= 100
+    print_bench_summary(outcome, wide=True)
+    assert "conv s" in capsys.readouterr().out and "conv s" not in narrow

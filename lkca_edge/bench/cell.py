@@ -119,7 +119,9 @@ def run_cell(cfg: BenchConfig, model_name: str, backend_name: str, precision: st
         t0 = time.perf_counter()
         prof = profile_artifact(result.artifact, device=cfg.device, threads=cfg.threads,
                                          runs=cfg.runs, warmup=cfg.warmup, verify=True,
-                                         profiles_dir=cfg.profiles_dir, op_runs=cfg.op_runs)
+                                         profiles_dir=cfg.profiles_dir, op_runs=cfg.op_runs,
+                                         remote=cfg.remote, remote_command=cfg.remote_command,
+                                         ssh_options=cfg.ssh_options)
         profile_s = time.perf_counter() - t0
     except (Exception, SystemExit) as exc:  # noqa: BLE001
         raise_if_disk_full(exc)
@@ -139,7 +141,8 @@ def run_cell(cfg: BenchConfig, model_name: str, backend_name: str, precision: st
         latency_p90_ms=lat.get("p90"), latency_p99_ms=lat.get("p99"), latency_mean_ms=lat.get("mean"),
         latency_min_ms=lat.get("min"), throughput_ips=p.get("throughput_ips"),
         peak_rss_mb=p.get("peak_rss_mb"), rss_growth_mb=p.get("rss_growth_mb"),
-        planned_memory_bytes=p.get("planned_memory_bytes"))
+        planned_memory_bytes=p.get("planned_memory_bytes"),
+        device_memory_mb=(p.get("memory") or {}).get("device_memory_mb"))
     cell["status"] = "ok"
     cell["note"] = "; ".join(dict.fromkeys(n for n in notes if n))
     return cell

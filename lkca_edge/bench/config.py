@@ -57,6 +57,9 @@ class BenchConfig:
     wide: bool = False                # the full terminal table (default fits 100 columns)
     validation_limit: int | None = None
     profiles_dir: list[str] | None = None
+    remote: str | None = None         # measure every cell there (ssh://, adb://; default: the
+    remote_command: str | None = None  # device profile's remote:, else this host)
+    ssh_options: list[str] = field(default_factory=list)
     progress: bool = True
     argv: list[str] | None = None     # the command line, for the record
     per_layer: bool = True            # int8 cells: the per-layer table (validate --per-layer)
@@ -122,6 +125,12 @@ def check_config(cfg: BenchConfig) -> None:
         if given is not None and given != model.zoo_name and zoo_name_or_none(given) is None:
             get_spec(given)  # neither the checkpoint's own name nor a zoo name: refused
         cfg.models = [model.zoo_name]
+    if cfg.remote is not None:
+        from lkca_edge.profiles.remote import AdbTarget, parse_remote
+
+        if isinstance(parse_remote(cfg.remote), AdbTarget):
+            raise UserError("bench --remote takes ssh:// boards (an adb:// phone needs a runner "
+                            "per backend: use `lkca-edge profile --remote adb://... --runner`)")
     if cfg.dataset is not None:
         from lkca_edge.datarecord import parse_spec
 
@@ -158,9 +167,12 @@ def canonical_argv(cfg: BenchConfig) -> list[str]:
             "--warmup", str(cfg.warmup), "--op-runs", str(cfg.op_runs)]
     for flag, value in (("--threads", cfg.threads), ("--checkpoint", cfg.checkpoint),
                         ("--limit", cfg.validation_limit), ("--out", cfg.out), ("--db", cfg.db),
-                        ("--dataset", cfg.dataset)):
+                        ("--dataset", cfg.dataset), ("--remote", cfg.remote),
+                        ("--remote-command", cfg.remote_command)):
         if value is not None:
             argv += [flag, str(value)]
+    for option in cfg.ssh_options or []:
+        argv += ["--ssh-option", option]
     if not cfg.record:
         argv.append("--no-history")
     return argv

@@ -115,6 +115,7 @@ def run_bench(cfg: BenchConfig) -> BenchOutcome:
             "complete": False, "host": host_info(), "versions": versions(),
             "command_line": shlex.join(argv), "argv": list(argv), "device": cfg.device,
             "device_profile": device, "device_profiles": device_profiles,
+            "remote": cfg.remote or device.get("remote"),
             "models": list(cfg.models), "backends": list(cfg.backends),
             "precisions": list(cfg.precisions), "runs": cfg.runs, "warmup": cfg.warmup,
             "op_runs": cfg.op_runs, "threads": cfg.threads, "dataset": cfg.dataset, "data": {},

@@ -19,7 +19,7 @@ LOCK_FILE = ".lock"        # PID, host and start time of the bench using the dir
 FINAL_OUTPUTS = ("results.json", "results.csv", "report.md", "report.html", "plots")
 OPTIONS = ("models", "backends", "precisions", "device", "runs", "warmup", "op_runs", "threads",
             "db", "record", "checkpoint", "dataset", "validation_limit", "profiles_dir", "argv",
-           "wide")
+           "wide", "remote", "remote_command", "ssh_options")
 
 
 def cell_file(out_dir: Path, model: str, backend: str, precision: str) -> Path:

@@ -4,7 +4,9 @@ report.md and a self-contained report.html (with plots) into a new run directory
 recorded in the SQLite history (see `lkca-edge runs` and `lkca-edge compare`).
 
 With no arguments: lkca-1m with its shipped digits weights; executorch, coreml, tflite and onnx;
-fp32 and int8; the `host` device profile; output in runs/<timestamp>/. Each model is calibrated
+fp32 and int8; the `host` device profile; output in runs/<timestamp>/. With --device NAME
+--remote ssh://USER@HOST every cell is exported and validated here and profiled on the board
+(its own lkca-edge); latency and memory verdicts for a device come only from the device itself. Each model is calibrated
 and validated on the data it records (--dataset SPEC for other data, labels matched by name);
 --checkpoint takes your own weights (the model name comes from the checkpoint).
 
@@ -48,6 +50,9 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="validate on at most N test images")
     p.add_argument("--profiles-dir", metavar="DIR", action="append",
                    help="also read *.yaml device profiles from DIR (repeatable)")
+    from lkca_edge.commands.common import add_remote_arguments
+
+    add_remote_arguments(p, "profile every cell")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-cell lines")
     p.add_argument("--strict", action="store_true", help="exit 1 when any cell failed")
 
@@ -56,7 +61,8 @@ DEFAULTS = {"models": ["lkca-1m"], "precisions": ["fp32", "int8", "int8-mixed"],
             "warmup": 10, "op_runs": 10}
 # options a resumed run takes from its record, never from the command line
 RECORDED = ("models", "backends", "precisions", "device", "runs", "warmup", "op_runs", "threads",
-            "out", "db", "no_history", "checkpoint", "limit", "profiles_dir", "dataset")
+            "out", "db", "no_history", "checkpoint", "limit", "profiles_dir", "dataset", "remote",
+            "remote_command", "ssh_option")
 
 
 def run(args) -> int:
@@ -67,7 +73,7 @@ def run(args) -> int:
     from lkca_edge.errors import UserError
 
     if args.resume is not None:
-        given = [name for name in RECORDED if getattr(args, name) not in (None, False)]
+        given = [name for name in RECORDED if getattr(args, name) not in (None, False, [])]
         if given:
             flags = ", ".join("--" + n.replace("_", "-") for n in given)
             raise UserError(f"--resume runs with the options recorded in the run directory; "
@@ -84,6 +90,7 @@ def run(args) -> int:
             warmup=args.warmup, op_runs=args.op_runs, threads=args.threads, out=args.out,
             db=args.db, record=not args.no_history, checkpoint=args.checkpoint,
             validation_limit=args.limit, profiles_dir=args.profiles_dir, dataset=args.dataset,
+            remote=args.remote, remote_command=args.remote_command, ssh_options=args.ssh_option,
             wide=args.wide, progress=not args.no_progress,
             argv=(["lkca-edge", *sys.argv[1:]]
                   if sys.argv and "lkca" in sys.argv[0].replace("_", "-") else None))

@@ -19,6 +19,20 @@ def add_dataset_argument(p, default: str = "digits") -> None:
                    help="digits (default), cifar10:DIR, cifar100:DIR or folder:DIR")
 
 
+def add_remote_arguments(p, what: str = "measure") -> None:
+    """--remote, --remote-command and --ssh-option (profile, validate, bench)."""
+    p.add_argument("--remote", metavar="URL",
+                   help=f"{what} on the device itself: ssh://USER@HOST[:PORT] (a board with "
+                        f"lkca-edge installed; your ~/.ssh/config, keys and agent apply), "
+                        f"adb://SERIAL (an Android phone, with --runner), or local (this machine; "
+                        f"default: the device profile's remote:, else local)")
+    p.add_argument("--remote-command", metavar="PATH",
+                   help="the board's lkca-edge when it is not on the board's PATH "
+                        "(e.g. /home/pi/venv/bin/lkca-edge)")
+    p.add_argument("--ssh-option", metavar="OPT", action="append", default=[],
+                   help="pass -o OPT to ssh (repeatable); LKCA_EDGE_SSH_CONFIG=FILE passes -F FILE")
+
+
 def model_overrides(args) -> dict:
     return {"image_size": args.image_size, "patch_size": args.patch_size,
             "num_classes": args.num_classes}

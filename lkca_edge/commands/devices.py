@@ -34,5 +34,5 @@ def run(args) -> int:
     print("\nbudgets are product choices (RAM = peak resident memory, p90 = batch-1 latency, drop = "
           "max top-1 accuracy drop vs fp32); `--json` shows the source of every number")
     for p in profiles.values():
-        print(f"  {p.name}: {p.cpu}")
+        print(f"  {p.name}: {p.cpu}" + (f" (at {p.remote})" if p.remote else ""))
     return 0

@@ -27,6 +27,15 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=int, help="validate on at most N test images")
     p.add_argument("--no-validate", action="store_true", help="skip validation (not recommended)")
     p.add_argument("--no-gate", action="store_true", help="write the artifact even if its gate fails")
+    p.add_argument("--input", choices=("tensor", "image"), default=None,
+                   help="what the artifact takes: tensor = float32 (1, 3, H, W) normalized (default; "
+                        "Core ML: image), image = uint8 (1, H, W, 3) RGB pixels, normalized inside "
+                        "the model")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="a variable batch dimension (onnx; validated at batch 1 and 4)")
+    p.add_argument("--ort", action="store_true",
+                   help="onnx: write the ORT Mobile format (.ort) and its required-operators "
+                        "config for a reduced onnxruntime build")
     p.add_argument("--fallback", action="store_true",
                    help="int8: if the gate fails, keep the layers that add the most error (measured "
                         "per layer) in float until it passes; the manifest lists them")
@@ -66,7 +75,8 @@ def run(args) -> int:
         checkpoint=args.checkpoint, form=args.form, calibration=args.calibration,
         calibration_size=args.calibration_size, out=args.out, validate=not args.no_validate,
         enforce_gate=not args.no_gate, validation_limit=args.limit,
-        overrides=model_overrides(args), fallback=args.fallback)
+        overrides=model_overrides(args), input=args.input, dynamic_batch=args.dynamic_batch,
+        ort=args.ort, fallback=args.fallback)
     result = export_model(req)
     m = result.manifest
     print(f"wrote {result.artifact} ({m.size_bytes / 1024:.0f} KB, {m.backend} {m.recipe['name']}, "
@@ -77,5 +87,9 @@ def run(args) -> int:
         from lkca_edge.apps.console import mixed_lines, validation_lines
 
         print("\n".join(validation_lines(m.validation) + mixed_lines(m.details)))
+    print(f"input: {m.input_kind} {m.inputs[0]['dtype'] if m.inputs else ''} "
+          f"{m.inputs[0]['shape'] if m.inputs else ''}")
+    for path in sorted(m.files.values()):
+        print(f"beside it: {result.artifact.parent / path}")
     print(f"manifest: {result.manifest_path}")
     return 0

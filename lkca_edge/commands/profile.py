@@ -2,8 +2,12 @@
 percentiles over timed runs on real images, peak/growth RSS, runtime-planned memory, size, the
 top operators, and budget verdicts. The artifact runs in a child process that loads only its
 runtime, pinned to the profile's thread count (capped by this host's cores and labelled
-"host-emulated threads" for any profile but `host`). Core ML on Linux reports static figures.
-With --adb --runner, an Android phone runs LiteRT benchmark_model or ExecuTorch executor_runner."""
+"host-emulated threads" for any profile but `host`). Latency and memory verdicts come only from
+the device itself: a profile for another device measured here leaves them null and says so.
+--remote ssh://USER@HOST copies the artifact (with its manifest and validation pack) to a board
+and runs the board's own lkca-edge there; --remote adb://SERIAL --runner PATH runs LiteRT
+benchmark_model or ExecuTorch executor_runner on an Android phone. Core ML on Linux reports
+static figures."""
 
 from __future__ import annotations
 
@@ -26,9 +30,15 @@ def add_arguments(p) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip the manifest's sha256 check")
     p.add_argument("--profiles-dir", metavar="DIR", action="append",
                    help="also read *.yaml device profiles from DIR (repeatable)")
-    p.add_argument("--adb", action="store_true", help="run on an attached Android phone over adb")
+    from lkca_edge.commands.common import add_remote_arguments
+
+    add_remote_arguments(p)
+    p.add_argument("--on-device", action="store_true",
+                   help="this machine is the device profile's device (what --remote runs on a "
+                        "board): its latency and memory verdicts are real, not null")
+    p.add_argument("--adb", action="store_true", help="the same as --remote adb://")
     p.add_argument("--runner", metavar="PATH",
-                   help="with --adb: benchmark_model (LiteRT) or executor_runner (ExecuTorch) built for the phone")
+                   help="with adb://: benchmark_model (LiteRT) or executor_runner (ExecuTorch) built for the phone")
     p.add_argument("--serial", help="with --adb: which attached device (default: the only one, or ANDROID_SERIAL)")
 
 
@@ -39,7 +49,9 @@ def run(args) -> int:
                               runs=args.runs, warmup=args.warmup, verify=not args.no_verify,
                               profiles_dir=args.profiles_dir, op_runs=args.op_runs,
                               timeout=args.timeout, adb=args.adb, runner=args.runner,
-                              serial=args.serial, dataset=args.dataset)
+                              serial=args.serial, dataset=args.dataset, remote=args.remote,
+                              remote_command=args.remote_command, ssh_options=args.ssh_option,
+                              on_device=args.on_device)
     if args.json:
         from lkca_edge.commands.common import print_json
 
@@ -62,8 +74,9 @@ def print_summary(r) -> None:
     print(f"{name}: {r.model} {r.backend} {r.recipe} ({r.precision}), device profile {r.device}")
     if r.mode == "static":
         print(f"  {r.note}")
-    elif r.mode == "adb":
-        print(f"  {r.verdict.get('measured_on')}, {r.threads} threads, {r.runs} runs")
+    elif r.mode in ("adb", "ssh"):
+        print(f"  {r.verdict.get('measured_on')}, {r.runs} timed runs after {r.warmup} warm-up"
+              + (f" on {r.details.get('inputs')}" if r.details.get("inputs") else ""))
     else:
         print(f"  {r.host.get('thread_note')}; cpus {r.details.get('cpus')}; {r.runs} timed runs after "
               f"{r.warmup} warm-up on {r.details.get('inputs')}")
@@ -81,8 +94,13 @@ def print_summary(r) -> None:
         mem.append(f"growth {r.rss_growth_mb:+.1f} MB")
     if r.planned_memory_bytes is not None:
         mem.append(f"{r.planned_memory_label or 'planned'} {r.planned_memory_bytes / 1024:.0f} KB")
+    m = r.memory or {}
+    if m.get("constant_bytes") is not None:
+        mem.append(f"constants {m['constant_bytes'] / 1024:.0f} KB")
     if mem:
         print(f"  memory: {', '.join(mem)}")
+    if m.get("device_memory_mb") is not None and m.get("device_memory_mb") != r.peak_rss_mb:
+        print(f"  memory held against the budget: {m['device_memory_mb']:.1f} MB ({m.get('basis')})")
     size = f"  size: {r.size_bytes / 1024:.0f} KB on disk"
     if r.param_bytes is not None:
         size += f", weights ~{r.param_bytes / 1024:.0f} KB ({r.params:,} params)"

@@ -2,7 +2,8 @@
 model it came from: by default on the validation pack written beside it at export (its images,
 labels and the fp32 reference logits; no torch needed), or with --dataset on another data set's
 test split (its labels matched to the model's by name; the fp32 source is rebuilt from the
-manifest, which needs torch)."""
+manifest, which needs torch). --remote ssh://USER@HOST runs the board's own lkca-edge on the
+artifact and its validation pack, so the gate is recomputed where the runtime runs."""
 
 from __future__ import annotations
 
@@ -20,21 +21,29 @@ def add_arguments(p) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip the manifest sha256 check")
     p.add_argument("--per-layer", action="store_true",
                    help="also compare every layer's output with the source model's (SQNR, max "
-                        "abs error, cosine), named by the source model's modules")
+                        "abs error, cosine), named by the source model's modules (needs torch)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    from lkca_edge.commands.common import add_remote_arguments
+
+    add_remote_arguments(p, "validate")
 
 
 def run(args) -> int:
     from lkca_edge.commands.common import print_json
+    from lkca_edge.errors import UserError
     from lkca_edge.pipelines.validate import validate_artifact, validate_per_layer
 
     layers = None
     if args.per_layer:
+        if args.remote:
+            raise UserError("--per-layer runs here (it needs the fp32 source model): drop --remote")
         result, layers = validate_per_layer(args.artifact, dataset=args.dataset, limit=args.limit,
                                             threads=args.threads, verify=not args.no_verify)
     else:
         result = validate_artifact(args.artifact, dataset=args.dataset, limit=args.limit,
-                                   threads=args.threads, verify=not args.no_verify)
+                                   threads=args.threads, verify=not args.no_verify,
+                                   remote=args.remote, remote_command=args.remote_command,
+                                   ssh_options=args.ssh_option)
     if args.json:
         print_json({**layers.to_dict(), "validation": result.to_dict()} if layers
                    else result.to_dict())
@@ -45,4 +54,3 @@ def run(args) -> int:
         if layers is not None:
             print("\n".join(layer_lines(layers.to_dict())))
     return 0 if result.passed is not False else 3
-

@@ -41,8 +41,9 @@ def static_check(backend, artifact) -> dict:
                         f"({first_line(exc)})") from None
 
 
-def run_artifact(backend_name: str, path: str, images, threads: int = 1):
-    """Load an artifact and return its logits for ``images`` (runs inside an isolated child)."""
+def run_artifact(backend_name: str, path: str, images, threads: int = 1, batch_size: int = 1):
+    """Load an artifact and return its logits for ``images`` (the artifact's own input: float
+    tensors or uint8 pixels), ``batch_size`` per call (runs inside an isolated child)."""
     with quiet():  # runtimes (and what they import) log to fd 2; LKCA_EDGE_DEBUG=1 shows it
         runner = get_backend(backend_name).load(path, threads=threads)
-        return runner.run_many(images)
+        return runner.run_many(images, batch_size)

@@ -41,6 +41,9 @@ class ExportRequest:
     threads: int = 1
     overrides: dict = field(default_factory=dict)
     name: str | None = None  # artifact file stem
+    input: str | None = None  # "tensor" | "image"; None: the backend's default
+    dynamic_batch: bool = False  # a variable batch dimension (validated at batch 1 and 4)
+    ort: bool = False  # ONNX only: write the ORT Mobile format (.ort) instead of .onnx
     fallback: bool = False  # int8 gate failed: keep the layers adding the most error in float
 
 
@@ -115,6 +118,8 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
         get_spec(req.model)  # an unknown name is refused before torch is imported
     backend = get_backend(req.backend)
     recipe = backend.recipe(req.precision, req.recipe)
+    input_kind = backend.input_kind(req.input)
+    extension = artifact_extension(backend, req)
     backend.require_available()
     if req.calibration_size < 1:
         raise UserError("--calibration-size must be at least 1")
@@ -138,12 +143,14 @@ def export_model(req: ExportRequest, model=None, dataset=None) -> ExportResult:
 
     data = export_data(model, req.calibration, dataset)
     _check_image_shape(model, data)
-    calibration = data.calibration(req.calibration_size)
+    app = app_info(model, recipe, input_kind, req.dynamic_batch, data.labels)
+    # what the artifact takes: the float arrays, or the uint8 pixels they came from
+    calibration = model.preprocessing.as_input(data.calibration(req.calibration_size), input_kind)
     example = calibration[:1]
     stem = req.name or f"{model_label(model)}_{backend.name}_{recipe.name}"
-    artifact = Path(out_dir) / f"{stem}{backend.extension}"
+    artifact = Path(out_dir) / f"{stem}{extension}"
     return _convert_validate_write(req, model, backend, recipe, form, data, calibration, example,
-                                   artifact)
+                                   artifact, app)
 
 
 def _check_image_shape(model, data) -> None:
@@ -156,12 +163,14 @@ def _check_image_shape(model, data) -> None:
 
 
 def _convert_validate_write(req, model, backend, recipe, form, data, calibration, example,
-                            artifact: Path) -> ExportResult:
+                            artifact: Path, app) -> ExportResult:
     from lkca_edge.builder import model_source
     from lkca_edge.logs import quiet
     from lkca_edge.validation_pack import pack_path
 
     graph_model = model.export_module() if hasattr(model, "export_module") else model
+    # form "fused": the compact fused network; an image input puts the normalization in front
+    graph_model = backend.graph_for(graph_model, app)
     trained = bool(getattr(model, "trained", True))
     if recipe.option("mixed") and not req.validate:
         raise UserError(f"recipe {recipe.name} chooses its float layers by validating: "
@@ -169,7 +178,7 @@ def _convert_validate_write(req, model, backend, recipe, form, data, calibration
     with atomic_path(artifact) as tmp:
         def convert(r):
             with quiet():
-                return backend.convert(graph_model, example, r, calibration, tmp)
+                return backend.convert(graph_model, example, r, calibration, tmp, app=app)
 
         t0 = time.perf_counter()
         conversion = convert(recipe)
@@ -177,17 +186,18 @@ def _convert_validate_write(req, model, backend, recipe, form, data, calibration
 
         validation = pack = None
         if req.validate:
-            validation, pack = _validate(req, model, backend, recipe, tmp, data, trained)
+            validation, pack = _validate(req, model, backend, recipe, tmp, data, trained, app)
 
             def validate():
-                return _validate(req, model, backend, recipe, tmp, data, trained)[0]
+                return _validate(req, model, backend, recipe, tmp, data, trained, app)[0]
 
             def measure():
                 from lkca_edge.pipelines.per_layer import measure_layers
 
                 x = data.test_x[:req.validation_limit or len(data.test_x)]
                 return measure_layers(backend, tmp, model, x, precision=recipe.precision,
-                                      recipe=recipe.name, threads=req.threads)
+                                      recipe=recipe.name, threads=req.threads,
+                                      inputs=model.preprocessing.as_input(x, app.input_kind))
 
             fallback = req.fallback and validation.passed is False
             if recipe.option("mixed") or fallback:
@@ -228,15 +238,23 @@ def _convert_validate_write(req, model, backend, recipe, form, data, calibration
             validation=validation.to_dict() if validation else None,
             params=sum(p.numel() for p in model.parameters()),
             macs=model.macs() if hasattr(model, "macs") else 0,
-            data=record, validation_pack=pack_entry, trained=trained)
+            data=record, validation_pack=pack_entry, trained=trained, input_kind=app.input_kind)
+        # Files that travel with the artifact: the labels, and what the backend adds (ORT's
+        # required-operators config). Written before the artifact is renamed into place.
+        companions = {"labels.txt": app.labels_text().encode("utf-8"), **conversion.companions}
+        for suffix, content in companions.items():
+            path = Manifest.companion_path(artifact, suffix)
+            write_bytes(path, content)
+            manifest.files[suffix.rsplit(".", 1)[0].replace(".", "_")] = path.name
     manifest_path = manifest.write(artifact)
     return ExportResult(artifact, manifest, manifest_path)
 
 
-def _validate(req, model, backend, recipe, path: Path, data, trained: bool):
-    """The gate on the data's held-out images, and the pack (images, labels, reference logits)."""
+def _validate(req, model, backend, recipe, path: Path, data, trained: bool, app):
+    """The gate on the data's held-out images (fed as the artifact takes them; a dynamic batch
+    at batch 1 and 4), and the pack (images, labels, reference logits)."""
     from lkca_edge.evaluation import reference_logits
-    from lkca_edge.gates import validate_logits
+    from lkca_edge.gates import DYNAMIC_BATCH, validate_logits
     from lkca_edge.logs import quiet
     from lkca_edge.pipelines.validate import static_validation
     from lkca_edge.validation_pack import ValidationPack, capacity
@@ -244,17 +262,22 @@ def _validate(req, model, backend, recipe, path: Path, data, trained: bool):
     limit = req.validation_limit or len(data.test_x)
     x, y = data.test_x[:limit], data.test_y[:limit]
     ref = reference_logits(model, x)
+    inputs = model.preprocessing.as_input(x, app.input_kind)  # pixels for an image input
     spec = data.record.spec if data.record is not None else data.name
+    common = dict(trained=trained, data=spec, labels_note=data.note)
     reason = backend.runnable()
     if reason is None:
         with quiet():  # runtimes log to fd 2 when they start (ExecuTorch's cpuinfo)
             runner = backend.load(path, threads=req.threads)
-            logits = runner.run_many(x)
-        validation = validate_logits(logits, ref, y, backend.name, recipe.precision,
-                                     trained=trained, data=spec, labels_note=data.note)
+            logits = runner.run_many(inputs)
+            batched = runner.run_many(inputs, DYNAMIC_BATCH) if app.dynamic_batch else None
+        validation = validate_logits(logits, ref, y, backend.name, recipe.precision, **common)
+        if batched is not None:
+            validation.add_batch(validate_logits(batched, ref, y, backend.name, recipe.precision,
+                                                 **common), DYNAMIC_BATCH)
     else:
-        validation = static_validation(backend, path, model, x, y, ref, recipe.precision, reason,
-                                       trained=trained, data=spec, labels_note=data.note)
+        validation = static_validation(backend, path, model, inputs, y, ref, recipe.precision,
+                                       reason, **common)
     pack = None
     if data.test_pixels is not None:
         n = min(len(y), capacity(data.test_pixels.shape[1]))
@@ -272,6 +295,41 @@ def _write_pack(path: Path, pack) -> dict:
     write_bytes(path, data)
     return {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data),
             "n_images": len(pack), "split": "test"}
+
+
+def artifact_extension(backend, req: ExportRequest) -> str:
+    """The artifact's file extension; refuses options this backend does not have."""
+    if req.dynamic_batch and not backend.dynamic_batch:
+        raise UserError(f"--dynamic-batch is not available for {backend.name} "
+                        f"(artifacts are batch 1)")
+    if req.ort:
+        if ".ort" not in backend.extensions:
+            raise UserError(f"--ort (the ORT Mobile format) applies only to onnx, not {backend.name}")
+        return ".ort"
+    return backend.extension
+
+
+def app_info(model, recipe, input_kind: str, dynamic_batch: bool, dataset_labels=()):
+    """What the artifact carries for apps: names, labels (the model's; else the data set's when
+    they match its classes; else the class numbers), preprocessing, input kind."""
+    from lkca_edge import __version__
+    from lkca_edge.converters import AppInfo
+
+    classes = _num_classes(model)
+    labels = tuple(model.preprocessing.labels)
+    if len(labels) != classes:
+        labels = tuple(dataset_labels) if len(dataset_labels) == classes else tuple(
+            str(i) for i in range(classes))
+    taken = ("uint8 (1, H, W, 3) RGB pixels, normalized inside the model" if input_kind == "image"
+             else "float32 (1, 3, H, W), normalized as the preprocessing says")
+    name = model_label(model)
+    description = (f"{name} image classifier: {classes} classes, {recipe.name} "
+                   f"({recipe.precision}); input {taken}; output logits (apply softmax for "
+                   f"probabilities)")
+    return AppInfo(model=name, description=description,
+                   version=f"{name} {recipe.name}, lkca-edge {__version__}",
+                   labels=labels, preprocessing=model.preprocessing.to_dict(),
+                   input_kind=input_kind, dynamic_batch=dynamic_batch)
 
 
 

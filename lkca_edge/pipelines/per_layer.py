@@ -176,10 +176,13 @@ def _result(stats: dict, order: list[str], depth: int, *, backend: str, precisio
 
 
 def measure_layers(backend, artifact, model, images: np.ndarray, *, precision: str,
-                   recipe: str = "", threads: int = 1) -> PerLayerResult:
+                   recipe: str = "", threads: int = 1, inputs: np.ndarray | None = None
+                   ) -> PerLayerResult:
     """Every layer of ``artifact`` (of ``backend``, converted from the torch ``model``) against the
     fp32 ``model`` on ``images``: through the artifact's runtime where this machine runs it, else
-    from the backend's static per-layer values (Core ML on Linux), else a UserError."""
+    from the backend's static per-layer values (Core ML on Linux), else a UserError. ``inputs``:
+    what the artifact takes for those images (uint8 pixels for ``--input image``; default the
+    float images themselves)."""
     from lkca_edge.gates import ErrorStats
 
     if len(images) == 0:
@@ -196,8 +199,9 @@ def measure_layers(backend, artifact, model, images: np.ndarray, *, precision: s
             ref_file = Path(tmp) / "reference.npz"
             np.savez(ref_file, **reference, **{f"stream.{k}": s for k, s in enumerate(stream)})
             dims = (c.depth, (c.image_size // c.patch_size) ** 2, c.dim)
-            out = run_isolated(_in_runtime, backend.name, str(artifact),
-                               np.ascontiguousarray(images, np.float32), str(ref_file), dims,
+            feed = images if inputs is None else inputs
+            out = run_isolated(_in_runtime, backend.name, str(artifact), np.ascontiguousarray(feed),
+                               str(ref_file), dims,
                                threads, what=f"the {backend.name} runtime reading the layers of "
                                              f"{Path(artifact).name}")
         return _result(out["stats"], order, depth, backend=backend.name, precision=precision,

@@ -1,5 +1,7 @@
-"""``lkca-edge profile``: one artifact for a device profile, on this host, on a phone over adb, or
-statically where this host cannot run its backend (Core ML on Linux). One ``ProfileResult``."""
+"""``lkca-edge profile``: one artifact for a device profile, on this host, on a board over SSH, on
+a phone over adb, or statically where this host cannot run its backend (Core ML on Linux). One
+``ProfileResult``. Where it runs: ``remote`` (``ssh://USER@HOST[:PORT]``, ``adb://SERIAL``,
+``local``), else the device profile's ``remote:``, else this host."""
 
 from __future__ import annotations
 
@@ -40,17 +42,45 @@ def profile_artifact(path, device: str = "host", threads: int | None = None, run
                      warmup: int = 10, verify: bool = True, profiles_dir=None, *, op_runs: int = 10,
                      timeout: float | None = 600.0, adb: bool = False, runner: str | None = None,
                      serial: str | None = None, images: int = DEFAULT_IMAGES,
-                     dataset: str | None = None) -> ProfileResult:
+                     dataset: str | None = None, remote: str | None = None,
+                     remote_command: str | None = None, ssh_options=(),
+                     on_device: bool = False) -> ProfileResult:
     """Profile one artifact (with its manifest beside it) for a device profile, timing it on
-    ``images`` real images: its validation pack's, or ``dataset``'s test split."""
+    ``images`` real images: its validation pack's, or ``dataset``'s test split. ``remote``
+    measures on the device itself (``profiles.remote``); ``on_device`` says this machine is the
+    profile's device, so a profile for it gets real verdicts rather than null ones."""
     from lkca_edge.manifest import size_of
     from lkca_edge.pipelines.artifacts import open_artifact
     from lkca_edge.profiles.devices import get_profile
+    from lkca_edge.profiles.remote import AdbTarget, SshTarget, parse_remote
 
     _check_args(runs, warmup, threads, op_runs)
+    target = parse_remote(remote) if remote is not None else None
     artifact, manifest, backend = open_artifact(path, verify)
     profile = get_profile(device, profiles_dir)
+    if remote is None and profile.remote:
+        target = parse_remote(profile.remote)
+        remote_command = remote_command or profile.remote_command
     size = size_of(artifact)
+
+    if isinstance(target, AdbTarget):
+        adb, serial = True, serial or target.serial
+    if isinstance(target, SshTarget):
+        if runner or adb:
+            raise UserError("--runner and --adb are for adb:// phones; an ssh:// board runs its "
+                            "own lkca-edge")
+        if dataset is not None:
+            raise UserError("--dataset times on this machine's data; on a board the timing uses "
+                            "the artifact's validation pack (drop --dataset)")
+        from lkca_edge.profiles.remote import profile_over_ssh
+
+        return profile_over_ssh(target, artifact, manifest, backend, profile,
+                                command=remote_command, options=ssh_options, threads=threads,
+                                runs=runs, warmup=warmup, op_runs=op_runs, timeout=timeout,
+                                verify=verify)
+    if remote_command:
+        raise UserError("--remote-command names the lkca-edge on an ssh:// board; it needs "
+                        "--remote ssh://USER@HOST")
 
     if adb:
         from lkca_edge.profiles.adb import profile_over_adb
@@ -61,7 +91,7 @@ def profile_artifact(path, device: str = "host", threads: int | None = None, run
                                                                    threads or 0, runs, warmup, size),
                                 timing=timing_images(artifact, manifest, dataset, 1))
     if runner:
-        raise UserError("--runner needs --adb (it is the on-device benchmark binary)")
+        raise UserError("--runner needs --remote adb://SERIAL (it is the on-device benchmark binary)")
 
     reason = backend.runnable()
     if reason is not None:
@@ -71,7 +101,7 @@ def profile_artifact(path, device: str = "host", threads: int | None = None, run
     return measure_locally(artifact, manifest, backend, profile,
                            _base_result(manifest, artifact, profile, 0, runs, warmup, size),
                            threads=threads, runs=runs, warmup=warmup, op_runs=op_runs,
-                           timeout=timeout, timing=timing)
+                           timeout=timeout, timing=timing, on_device=on_device)
 
 
 def _static_result(artifact: Path, manifest, backend, profile, reason: str, host: dict, runs: int,

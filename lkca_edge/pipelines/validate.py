@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib.util
 
 from lkca_edge.errors import UserError
-from lkca_edge.gates import ValidationResult, apply_gate, gate_for, not_runnable, validate_logits
+from lkca_edge.gates import (DYNAMIC_BATCH, ValidationResult, apply_gate, gate_for, not_runnable,
+                             validate_logits)
 
 
 def static_validation(backend, path, model, images, labels, reference, precision: str,
@@ -77,19 +78,40 @@ def validation_inputs(artifact, manifest, prep, dataset: str | None, limit: int 
 
 
 def validate_artifact(artifact, dataset: str | None = None, limit: int | None = None,
-                      threads: int = 1, verify: bool = True) -> ValidationResult:
-    """`lkca-edge validate`: the artifact against its fp32 source on real held-out images."""
+                      threads: int = 1, verify: bool = True, *, remote: str | None = None,
+                      remote_command: str | None = None, ssh_options=()) -> ValidationResult:
+    """`lkca-edge validate`: the artifact against its fp32 source on real held-out images;
+    ``remote`` (``ssh://USER@HOST[:PORT]``) runs it on a board, on the validation pack."""
     from lkca_edge.isolation import run_isolated
     from lkca_edge.pipelines.artifacts import open_artifact, run_artifact, static_check
     from lkca_edge.preprocessing import Preprocessing
+    from lkca_edge.profiles.remote import AdbTarget, SshTarget, parse_remote
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}")
+    target = parse_remote(remote)
+    if isinstance(target, AdbTarget):
+        raise UserError("validate --remote takes ssh:// boards: adb runners (benchmark_model, "
+                        "executor_runner) print no logits to validate")
+    if remote_command and not isinstance(target, SshTarget):
+        raise UserError("--remote-command names the lkca-edge on an ssh:// board; it needs "
+                        "--remote ssh://USER@HOST")
     artifact, manifest, backend = open_artifact(artifact, verify)
+    if isinstance(target, SshTarget):
+        if dataset is not None:
+            raise UserError("on a board, validate uses the artifact's validation pack (drop --dataset)")
+        if not manifest.validation_pack:
+            raise UserError(f"{artifact.name} has no validation pack to validate on a board "
+                            f"(export it again with this lkca-edge)")
+        from lkca_edge.profiles.remote import validate_over_ssh
+
+        return validate_over_ssh(target, artifact, command=remote_command, options=ssh_options,
+                                 limit=limit, threads=threads, verify=verify)
     gate_for(manifest.precision, manifest.trained)  # an unknown precision is refused first
     prep = Preprocessing.from_dict(manifest.preprocessing)
     x, y, ref, spec, labels_note, where = validation_inputs(artifact, manifest, prep, dataset, limit)
     common = dict(trained=manifest.trained, data=spec, labels_note=labels_note)
+    inputs = prep.as_input(x, manifest.input_kind)  # what the artifact takes (pixels for images)
     reason = backend.runnable()
     if reason is not None:
         static_check(backend, artifact)  # a file its backend cannot even read is refused
@@ -98,10 +120,22 @@ def validate_artifact(artifact, dataset: str | None = None, limit: int | None = 
         if stored.get("estimate"):
             result.note = f"{result.note}; export-time estimate: {stored.get('note', '')}"
         return result
-    logits = run_isolated(run_artifact, backend.name, str(artifact), x, threads,
+    logits = run_isolated(run_artifact, backend.name, str(artifact), inputs, threads,
                           what=f"the {backend.name} runtime loading {artifact.name}")
-    return validate_logits(logits, ref, y, backend.name, manifest.precision, note=f"on {where}",
-                           **common)
+    result = validate_logits(logits, ref, y, backend.name, manifest.precision, note=f"on {where}",
+                             **common)
+    if has_dynamic_batch(manifest):
+        batched = run_isolated(run_artifact, backend.name, str(artifact), inputs, threads,
+                               DYNAMIC_BATCH, what=f"the {backend.name} runtime loading {artifact.name}")
+        result.add_batch(validate_logits(batched, ref, y, backend.name, manifest.precision,
+                                         **common), DYNAMIC_BATCH)
+    return result
+
+
+def has_dynamic_batch(manifest) -> bool:
+    """True when the manifest's input has a named (dynamic) batch dimension."""
+    shape = (manifest.inputs[0].get("shape") if manifest.inputs else None) or [1]
+    return isinstance(shape[0], str)
 
 
 def validate_per_layer(artifact, dataset: str | None = None, limit: int | None = None,
@@ -124,6 +158,7 @@ def validate_per_layer(artifact, dataset: str | None = None, limit: int | None =
     prep = Preprocessing.from_dict(manifest.preprocessing)
     x = validation_inputs(artifact, manifest, prep, dataset, limit)[0]
     layers = measure_layers(backend, artifact, rebuild_source_model(manifest), x,
+                            inputs=prep.as_input(x, manifest.input_kind),
                             precision=manifest.precision,
                             recipe=(manifest.recipe or {}).get("name", ""), threads=threads)
     return result, layers

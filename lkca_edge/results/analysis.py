@@ -47,8 +47,35 @@ def pareto_front(results: dict, x: str = "latency_median_ms", y: str = "accuracy
     return sorted(front, key=lambda k: next(p[0] for p in pts if p[2] == k))
 
 
+NOT_ON_DEVICE = "not measured on the device"
+
+
+def measured_on_device(c: dict, name: str) -> tuple[bool, str]:
+    """(True, "") when cell ``c``'s latency and memory were measured on device ``name`` itself
+    (this host for ``host``, a board over ssh, a phone over adb); else (False, where it was)."""
+    prof = c.get("profile") or {}
+    verdict = prof.get("verdict") or {}
+    device = prof.get("device")
+    host = prof.get("host") or {}
+    here = f"measured on host {host.get('machine') or 'x86_64'}, not on {name}"
+    mode = prof.get("mode") or c.get("mode")
+    if "on_device" in verdict:  # results written since the on-device rule
+        on_device = bool(verdict["on_device"])
+    else:
+        on_device = mode in ("adb", "ssh") or (mode == "measured" and device in (None, "host")
+                                               and name == "host")
+    if device is not None and device != name:
+        if on_device and device != "host":
+            return False, f"measured on {device} ({host.get('remote') or mode}), not on {name}"
+        return False, here
+    if not on_device:
+        return False, verdict.get("not_on_device") or here
+    return True, ""
+
+
 def _rejection(c: dict, name: str, prof: dict) -> str | None:
-    """Why cell ``c`` cannot ship on device profile ``prof``, in words; None when it fits."""
+    """Why cell ``c`` cannot ship on device profile ``prof``, in words; None when it fits.
+    Latency and memory count only where they were measured on that device."""
     if c.get("status") != "ok":
         return f"its {c.get('failed_step') or 'run'} failed ({c.get('error') or 'no reason recorded'})"
     if c["backend"] not in prof["backends"]:
@@ -61,14 +88,19 @@ def _rejection(c: dict, name: str, prof: dict) -> str | None:
     latency = (c.get("profile") or {}).get("latency_ms")
     if latency is None and metric(c, "latency_p90_ms") is not None:
         latency = {"p90": metric(c, "latency_p90_ms")}  # a results file without profiles
-    checked = check_budgets(prof, latency, metric(c, "peak_rss_mb"),
-                            accuracy_drop_points(validation))
+    memory = metric(c, "device_memory_mb")
+    if memory is None:
+        memory = metric(c, "peak_rss_mb")
+    checked = check_budgets(prof, latency, memory, accuracy_drop_points(validation))
     if validation.get("passed") is False:
         first = (validation.get("failures") or ["no reason recorded"])[0]
         return f"it failed its validation gate ({first})"
     if checked["latency_value"] is None:
         why = (c.get("note") or "").split("; ")[0] or "it was not run"
         return f"no latency was measured ({why})"
+    on_device, where = measured_on_device(c, name)
+    if not on_device:
+        return f"{NOT_ON_DEVICE} ({where})"
     if validation.get("trained") is False:
         return "the model is untrained: its accuracy says nothing, so it is no candidate to ship"
     if checked["accuracy_ok"] is None:
@@ -81,7 +113,7 @@ def _rejection(c: dict, name: str, prof: dict) -> str | None:
         return (f"its {checked['latency_stat']} latency of {checked['latency_value']:.3g} ms "
                 f"exceeds the {prof['latency_budget_ms']:g} ms budget")
     if checked["memory_ok"] is False:
-        return (f"its peak memory of {metric(c, 'peak_rss_mb'):.0f} MB exceeds the "
+        return (f"its peak memory of {memory:.0f} MB exceeds the "
                 f"{prof['ram_budget_mb']:g} MB budget")
     return None
 
@@ -111,6 +143,8 @@ def what_to_ship(results: dict) -> list[dict]:
             entry["latency_p90_ms"] = metric(best, "latency_p90_ms")
             entry["accuracy"] = metric(best, "accuracy")
             entry["peak_rss_mb"] = metric(best, "peak_rss_mb")
+            entry["device_memory_mb"] = metric(best, "device_memory_mb")
+            entry["measured_on"] = ((best.get("profile") or {}).get("verdict") or {}).get("measured_on")
         else:
             entry["reason"] = _summary(rejected) or "no cells"
         out.append(entry)
@@ -136,10 +170,11 @@ def ship_line(entry: dict, measured_device: str | None = None) -> str:
         figures = [f for f in figures if f]
         if entry.get("accuracy") is not None:
             figures.append(f"accuracy {entry['accuracy']:.2%}")
-        if entry.get("peak_rss_mb") is not None:
-            figures.append(f"peak {entry['peak_rss_mb']:.0f} MB")
-        where = "" if entry.get("measured_on_this_device") else \
-            f" (from this host's measurements under the {measured_device} profile; not measured on {name})"
+        memory = entry.get("device_memory_mb")
+        memory = entry.get("peak_rss_mb") if memory is None else memory
+        if memory is not None:
+            figures.append(f"peak {memory:.0f} MB")
+        where = f" ({entry['measured_on']})" if entry.get("measured_on") else ""
         return f"{name}: ship {model} {backend} {precision} — {', '.join(figures)}{where}"
     return f"{name}: nothing qualifies — {entry.get('reason')}"
 

@@ -13,10 +13,11 @@ Standard library only (no torch, no numpy), like the rest of ``lkca_edge.results
                weights {model: where from}, out_dir, [db_id, db]},
      "cells": [{model, backend, precision, recipe, form, status "ok" | "failed",
                 failed_step null | "setup" | "convert" | "profile", error (one line) | null,
-                mode "measured" | "static", note, artifact (relative path),
+                mode "measured" | "static" | "ssh" | "adb", note, artifact (relative path),
                 metrics {conversion_s, export_s, profile_s, size_bytes, params, macs, load_ms,
                          first_inference_ms, latency_{median,p90,p99,mean,min}_ms, throughput_ips,
-                         peak_rss_mb, rss_growth_mb, planned_memory_bytes, accuracy,
+                         peak_rss_mb, rss_growth_mb, planned_memory_bytes,
+                         device_memory_mb (what the memory verdict holds), accuracy,
                          reference_accuracy, top1_agreement, accuracy_drop_pts, max_abs_err,
                          accuracy_estimate (true: an off-device estimate, not a run),
                          gate_passed, delegation_coverage},   (null where not measured)
@@ -26,7 +27,9 @@ Standard library only (no torch, no numpy), like the rest of ``lkca_edge.results
      "ship":  [{device, cell [model, backend, precision] | null, reason, ...}]}
 
 A ``static`` cell (the backend cannot run here, e.g. Core ML on Linux) is ``ok`` with its size
-and static checks, null latency/memory/accuracy, and ``note`` saying why.
+and static checks, null latency/memory/accuracy, and ``note`` saying why. A cell measured
+anywhere but on the device profile's device has ``profile.verdict.on_device`` false and null
+latency/memory verdicts (``profile.verdict.not_on_device`` says where it was measured).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ CSV_COLUMNS = (
     "conversion_s", "export_s", "profile_s", "size_bytes", "params", "macs", "load_ms",
     "first_inference_ms", "latency_median_ms", "latency_p90_ms", "latency_p99_ms",
     "latency_mean_ms", "throughput_ips", "peak_rss_mb", "rss_growth_mb", "planned_memory_bytes",
-    "accuracy", "reference_accuracy", "top1_agreement", "accuracy_drop_pts", "max_abs_err",
+    "device_memory_mb", "accuracy", "reference_accuracy", "top1_agreement", "accuracy_drop_pts", "max_abs_err",
     "accuracy_estimate", "gate_passed", "memory_ok", "latency_ok", "accuracy_ok", "delegation_coverage", "threads",
     "note", "artifact",
 )
