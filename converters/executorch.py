@@ -142,12 +142,16 @@ class ExecuTorchRunner(Runner):
 
         from lkca_edge.converters._pte_taps import read_pte_graph, tapped_program
 
-        content, taps, _missing = tapped_program(read_pte_graph(self._path, METHOD), values)
-        try:
-            method = Runtime.get().load_program(content).load_method(METHOD)
-        except RuntimeError as exc:
-            raise UserError(f"{self._path}: the copy with its layers as outputs does not load "
-                            f"({first_line(exc)})") from None
+        key = tuple(values)
+        if getattr(self, "_tapped", (None,))[0] != key:  # one tapped program per set of values
+            content, taps, _missing = tapped_program(read_pte_graph(self._path, METHOD), values)
+            try:
+                program = Runtime.get().load_program(content)
+                self._tapped = (key, program, program.load_method(METHOD), taps)
+            except RuntimeError as exc:
+                raise UserError(f"{self._path}: the copy with its layers as outputs does not load "
+                                f"({first_line(exc)})") from None
+        _, _, method, taps = self._tapped
         logits, out = [], {t.value: [] for t in taps}
         for i in range(len(images)):
             result = method.execute([torch.from_numpy(np.ascontiguousarray(images[i:i + 1], self.input_dtype))])

@@ -93,29 +93,33 @@ class OrtRunner(Runner):
         import onnx
         import onnxruntime as ort
 
-        model = onnx.ModelProto()
-        model.CopyFrom(self._proto())
-        present = {o.name for o in model.graph.output}
-        quant = _tensor_quantization(model)
-        for v in values:
-            if v not in present:
-                model.graph.output.append(onnx.ValueInfoProto(name=v))
-                present.add(v)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self._threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            session = ort.InferenceSession(model.SerializeToString(), opts,
-                                           providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise UserError(f"{self._path}: ONNX Runtime refuses the graph with its intermediate "
-                            f"tensors as outputs ({first_line(exc)})") from None
+        key = tuple(values)
+        if getattr(self, "_tapped", (None,))[0] != key:  # one session per set of values
+            model = onnx.ModelProto()
+            model.CopyFrom(self._proto())
+            present = {o.name for o in model.graph.output}
+            quant = _tensor_quantization(model)
+            for v in values:
+                if v not in present:
+                    model.graph.output.append(onnx.ValueInfoProto(name=v))
+                    present.add(v)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self._threads
+            opts.inter_op_num_threads = 1
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            try:
+                session = ort.InferenceSession(model.SerializeToString(), opts,
+                                               providers=["CPUExecutionProvider"])
+            except Exception as exc:
+                raise UserError(f"{self._path}: ONNX Runtime refuses the graph with its "
+                                f"intermediate tensors as outputs ({first_line(exc)})") from None
+            self._tapped = (key, session, quant)
+        _, session, quant = self._tapped
         names = [o.name for o in session.get_outputs()]
         logits, taps = [], {v: [] for v in values}
         for i in range(len(images)):
             out = dict(zip(names, session.run(None, {self.input_name: np.ascontiguousarray(
-                images[i:i + 1], np.float32)})))
+                images[i:i + 1], self.input_dtype)})))
             logits.append(out[names[0]])
             for v in values:
                 taps[v].append(_dequantized(out[v], quant.get(v), v).reshape(1, -1))

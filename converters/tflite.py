@@ -187,17 +187,21 @@ class LiteRTRunner(Runner):
     def run_with_taps(self, images: np.ndarray, values: list[str]):
         """Logits and the dequantized float32 values of tensors ``values`` (tensor indices) for
         every image, from a copy of the model with those tensors appended to its outputs."""
-        content = with_extra_outputs(self._path.read_bytes(), [int(v) for v in values])
-        with tempfile.TemporaryDirectory(prefix="lkca-taps-") as tmp:
-            path = Path(tmp) / "taps.tflite"
-            path.write_bytes(content)
-            interp = _open_interpreter(path, self._threads)
-            try:
-                with quiet():
-                    interp.allocate_tensors()
-            except Exception as exc:
-                raise UserError(f"{self._path}: the copy with its layers as outputs does not "
-                                f"prepare ({first_line(exc)[:200]})") from None
+        key = tuple(values)
+        if getattr(self, "_tapped", (None,))[0] != key:  # one tapped model per set of values
+            content = with_extra_outputs(self._path.read_bytes(), [int(v) for v in values])
+            with tempfile.TemporaryDirectory(prefix="lkca-taps-") as tmp:
+                path = Path(tmp) / "taps.tflite"
+                path.write_bytes(content)
+                interp = _open_interpreter(path, self._threads)
+                try:
+                    with quiet():
+                        interp.allocate_tensors()
+                except Exception as exc:
+                    raise UserError(f"{self._path}: the copy with its layers as outputs does not "
+                                    f"prepare ({first_line(exc)[:200]})") from None
+            self._tapped = (key, interp)
+        interp = self._tapped[1]
         outputs = {str(d["index"]): d for d in interp.get_output_details()}
         logits, taps = [], {v: [] for v in values}
         for i in range(len(images)):

@@ -163,7 +163,8 @@ def cell_layers(result, model, data, limit: int | None) -> dict:
     x = data.test_x[:limit or len(data.test_x)]
     with quiet():
         layers = measure_layers(get_backend(m.backend), result.artifact, source.eval(), x,
-                                precision=m.precision, recipe=(m.recipe or {}).get("name", ""))
+                                precision=m.precision, recipe=(m.recipe or {}).get("name", ""),
+                                inputs=source.preprocessing.as_input(x, m.input_kind))
     return layers.to_dict()
 
 
