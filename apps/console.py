@@ -43,6 +43,36 @@ def validation_lines(v: dict) -> list[str]:
     return lines
 
 
+def layer_lines(p: dict) -> list[str]:
+    """A per-layer comparison (``PerLayerResult.to_dict()``) as the lines validate prints."""
+    how = "STATIC (not run)" if p.get("mode") == "static" else "measured"
+    lines = [f"per-layer, {how}, on {p.get('n_images')} images: {printable(p.get('method', ''))}",
+             f"  {'layer':<16} {'SQNR dB':>9} {'max abs err':>12} {'cosine':>10}"]
+    worst = {name: i + 1 for i, name in enumerate(p.get("worst") or [])}
+    for x in p.get("layers", []):
+        mark = f"  <- adds the most error #{worst[x['name']]}" if x["name"] in worst else ""
+        lines.append(f"  {x['name']:<16} {x['sqnr_db']:>9.1f} {x['max_abs_err']:>12.3g} "
+                     f"{x['cosine']:>10.6f}{mark}")
+    for name, why in (p.get("missing") or {}).items():
+        lines.append(f"  {name:<16} {'—':>9}  ({printable(why)})")
+    if p.get("tap_logit_shift"):
+        lines.append(f"  note: exposing the layers changed the logits by up to "
+                     f"{p['tap_logit_shift']:.3g}")
+    if p.get("note"):
+        lines.append(f"  {printable(p['note'])}")
+    return lines
+
+
+def mixed_lines(details: dict) -> list[str]:
+    """What mixed precision did to an export (the manifest's details.mixed_precision)."""
+    m = (details or {}).get("mixed_precision")
+    if not m:
+        return []
+    floated = ", ".join(m.get("float_layers") or []) or "none"
+    return [f"mixed precision ({m['trigger']}; target {m['target']}: "
+            f"{'met' if m['target_met'] else 'NOT met'}): float layers: {floated}"]
+
+
 def print_bench_summary(outcome, wide: bool = False) -> None:
     """The bench's terminal summary: the results table (100 columns, or ``wide``), its notes,
     what to ship per device, and where the report and the history record are."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from lkca_edge.results import (METRICS, best_cells, cell_key, cell_name, is_estimate, metric,
                                ok_cells, pareto_front, ship_line, what_to_ship)
 
-PRECISION_COLORS = {"fp32": "#3b6fb6", "fp16": "#4c9a52", "int8": "#e08a1e"}
+PRECISION_COLORS = {"fp32": "#3b6fb6", "fp16": "#4c9a52", "int8": "#e08a1e", "int8-mixed": "#a3501b"}
 BACKEND_MARKERS = {"executorch": "o", "tflite": "s", "onnx": "^", "coreml": "D"}
 BEST = "★"
 NA = "—"
@@ -41,6 +41,18 @@ def _kb(v) -> str:
 
 def _verdict(v) -> str:
     return {True: "ok", False: "OVER", None: NA}.get(v, NA)
+
+
+LAYERS_LEGEND = ("Every layer of the source model, in execution order, against the fp32 source "
+                 "on the same real images (validate --per-layer): SQNR (signal-to-noise of the "
+                 "layer's output, dB: higher is closer), max abs error, cosine. patch_embed is "
+                 "compared with the positions added; head is the logits. 'adds most error' ranks "
+                 "the noise each layer adds to the residual stream: mixed precision keeps those "
+                 "layers in float first.")
+MIXED_LEGEND = ("int8-mixed: the int8 recipe with the layers that add the most error (per-layer "
+                "measurement of the all-int8 artifact) kept in float, one more per conversion, "
+                "until its target (accuracy drop <= 0.3 pt, top-1 agreement >= 99.5 %) is met or "
+                "4 layers are float. Latency cost: int8-mixed median minus int8 median, same run.")
 
 
 @dataclass
@@ -176,14 +188,122 @@ def delegation_table(results: dict) -> Table | None:
             continue
         rest = d.get("not_delegated") or {}
         subgraphs = d.get("subgraphs") or {}
+        reasons = "; ".join(f"{r['op']} x{r['count']}: {r['reason']}"
+                            for r in (d.get("reasons") or [])[:4])
         rows.append([cell_name(c), str(d.get("delegated_ops")), str(d.get("not_delegated_ops")),
                      NA if d.get("coverage") is None else f"{d['coverage']:.1%}",
                      ", ".join(f"{k} x{v}" for k, v in subgraphs.items()) or NA,
-                     ", ".join(f"{k} x{v}" for k, v in list(rest.items())[:8]) or "none"])
+                     ", ".join(f"{k} x{v}" for k, v in list(rest.items())[:8]) or "none",
+                     reasons or (NA if not rest else "—")])
     if not rows:
         return None
     return Table(["cell", "delegated ops", "not delegated", "coverage", "delegate subgraphs",
-                  "ops outside the delegate"], rows, ["l", "r", "r", "r", "l", "l"])
+                  "ops outside the delegate", "why (partitioner)"], rows,
+                 ["l", "r", "r", "r", "l", "l", "l"])
+
+
+# -- per-layer numerics ----------------------------------------------------------------------------
+def layer_cells(results: dict) -> list[dict]:
+    """The ok cells that carry a per-layer table (the bench measures every int8 cell)."""
+    return [c for c in ok_cells(results) if (c.get("per_layer") or {}).get("layers")]
+
+
+def layer_table(cell: dict) -> Table:
+    """One cell's per-layer table: SQNR, max abs error, cosine; the three layers adding the
+    most error marked."""
+    p = cell["per_layer"]
+    worst = {name: i + 1 for i, name in enumerate(p.get("worst") or [])}
+    rows = [[x["name"], f"{x['sqnr_db']:.1f}", f"{x['max_abs_err']:.3g}", f"{x['cosine']:.6f}",
+             f"#{worst[x['name']]}" if x["name"] in worst else ""] for x in p["layers"]]
+    rows += [[name, NA, NA, NA, why] for name, why in (p.get("missing") or {}).items()]
+    return Table(["layer", "SQNR dB", "max abs err", "cosine", "adds most error"], rows,
+                 ["l", "r", "r", "r", "l"])
+
+
+def layer_caption(cell: dict) -> str:
+    p = cell["per_layer"]
+    how = "STATIC (not run here)" if p.get("mode") == "static" else "measured"
+    return (f"{cell_name(cell)} ({cell.get('recipe')}), {how} on {p.get('n_images')} images: "
+            f"{p.get('method')}")
+
+
+def _layers_figure(cell: dict):
+    p = cell["per_layer"]
+    names = [x["name"] for x in p["layers"]]
+    values = [x["sqnr_db"] for x in p["layers"]]
+    worst = set(p.get("worst") or [])
+    fig = _figure(max(6.0, 0.26 * len(names) + 2), 3.6)
+    ax = fig.add_subplot()
+    colors = ["#c0392b" if n in worst else PRECISION_COLORS.get(cell["precision"], "#888")
+              for n in names]
+    ax.bar(range(len(names)), values, color=colors)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("SQNR vs fp32 source, dB")
+    ax.set_title(f"{cell_name(cell)}: error per layer (red: the 3 adding the most)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    return fig
+
+
+def _layer_plot_name(cell: dict) -> str:
+    return "layers_" + "_".join(cell_key(cell)).replace("/", "-")
+
+
+# -- operator time -------------------------------------------------------------------------------------
+def op_breakdown(cell: dict, top: int = 10) -> tuple[Table, Table | None, str]:
+    """(time by op type, time by source layer or None, how it was measured) of a measured cell."""
+    ops = _timed_ops(cell)
+    total = sum(o["ms"] for o in ops) or 1.0
+    by_type: dict[str, list] = {}
+    by_layer: dict[str, float] = {}
+    for o in ops:
+        t = by_type.setdefault(o.get("type") or o.get("op"), [0.0, 0, o.get("delegated")])
+        t[0] += o["ms"]
+        t[1] += int(o.get("count") or 1)
+        if o.get("module"):
+            by_layer[o["module"]] = by_layer.get(o["module"], 0.0) + o["ms"]
+    rows = [[name, str(n), f"{ms:.4f}", f"{ms / total:.0%}",
+             {True: "yes", False: "no", None: NA}.get(d, NA)]
+            for name, (ms, n, d) in sorted(by_type.items(), key=lambda kv: -kv[1][0])[:top]]
+    types = Table(["op type", "count", "ms / run", "share", "delegated"], rows,
+                  ["l", "r", "r", "r", "l"])
+    layers = None
+    if by_layer:
+        layers = Table(["layer", "ms / run", "share"],
+                       [[name, f"{ms:.4f}", f"{ms / total:.0%}"] for name, ms in by_layer.items()],
+                       ["l", "r", "r"])
+    d = (cell.get("profile") or {}).get("details") or {}
+    how = "; ".join(x for x in (d.get("ops_method"), d.get("ops_note")) if x)
+    return types, layers, how
+
+
+# -- mixed precision -----------------------------------------------------------------------------------
+def mixed_table(results: dict) -> Table | None:
+    """Each int8-mixed cell beside its backend's default int8 cell: latency, accuracy, the layers
+    kept in float."""
+    cells = {cell_key(c): c for c in results.get("cells", [])}
+    rows = []
+    for c in results.get("cells", []):
+        if c["precision"] != "int8-mixed":
+            continue
+        base = cells.get((c["model"], c["backend"], "int8"))
+        mixed = ((c.get("manifest") or {}).get("details") or {}).get("mixed_precision") or {}
+        lat_b, lat_m = (metric(base, "latency_median_ms") if base else None,
+                        metric(c, "latency_median_ms"))
+        cost = (NA if lat_b is None or lat_m is None
+                else f"{lat_m - lat_b:+.3f} ms ({(lat_m - lat_b) / lat_b:+.0%})")
+        rows.append([c["model"], c["backend"], _num(lat_b), _num(lat_m), cost,
+                     _pct(metric(base, "accuracy") if base else None), _pct(metric(c, "accuracy")),
+                     _pct(metric(base, "top1_agreement") if base else None),
+                     _pct(metric(c, "top1_agreement")),
+                     ", ".join(mixed.get("float_layers") or []) or "none",
+                     {True: "met", False: "NOT met", None: NA}.get(mixed.get("target_met"))])
+    if not rows:
+        return None
+    return Table(["model", "backend", "int8 ms", "int8-mixed ms", "latency cost", "int8 acc",
+                  "mixed acc", "int8 agree", "mixed agree", "float layers", "target"], rows,
+                 ["l", "l", "r", "r", "r", "r", "r", "r", "r", "l", "l"])
 
 
 def _measured(results: dict) -> list[dict]:
@@ -463,6 +583,9 @@ def _make_plots(results: dict) -> list[Plot]:
              _png(_grouped_bars(results, lambda c: (metric(c, "size_bytes") or 0) / 1024 or None,
                                 "KB on disk", "Artifact size"))),
     ]
+    for c in layer_cells(results):
+        plots.append(Plot(_layer_plot_name(c), f"Per-layer error: {cell_name(c)}",
+                          _png(_layers_figure(c)), layer_caption(c)))
     ops = _ops_figure(results)
     if ops is not None:
         shown = " and ".join(f"{which} {cell_name(c)}" for which, c in extreme_cells(results)[0])
@@ -523,16 +646,37 @@ def render_markdown(results: dict, plot_files: dict[str, str] | None = None) -> 
         out += ["## Failures and notes", ""] + [f"- {_md_escape(n)}" for n in notes] + [""]
     deleg = delegation_table(results)
     if deleg:
-        out += ["## Delegation coverage (ExecuTorch)", "", md_table(deleg), ""]
-    if plot_files:
+        out += ["## Delegation coverage (ExecuTorch, LiteRT XNNPACK)", "", md_table(deleg), ""]
+    plot_files = plot_files or {}
+    general = {k: v for k, v in plot_files.items() if not k.startswith("layers_")}
+    if general:
         out += ["## Plots", ""]
-        for name, (title, rel) in plot_files.items():
+        for name, (title, rel) in general.items():
             out += [f"### {e(title)}", "", f"![{e(title)}]({rel})", ""]
+    mixed = mixed_table(results)
+    if mixed:
+        out += ["## Mixed precision (int8-mixed beside int8)", "", md_table(mixed), "",
+                MIXED_LEGEND, ""]
+    if layer_cells(results):
+        out += ["## Per-layer numerics", "", LAYERS_LEGEND, ""]
+        for c in layer_cells(results):
+            out += [f"### {e(cell_name(c))}", "", _md_escape(layer_caption(c)), "", md_table(layer_table(c)), ""]
+            if _layer_plot_name(c) in plot_files:
+                title, rel = plot_files[_layer_plot_name(c)]
+                out += [f"![{e(title)}]({rel})", ""]
     ops = ops_tables(results)
     if ops:
         out += ["## Operator breakdown", ""] + ([e(ops_note(results)), ""] if ops_note(results) else [])
         for title, table in ops:
             out += [f"### {e(title)}", "", md_table(table), ""]
+    timed = [c for c in _measured(results) if _timed_ops(c)]
+    if timed:
+        out += ["## Operator time per cell", ""]
+        for c in timed:
+            types, layers, how = op_breakdown(c)
+            out += [f"### {e(cell_name(c))}", "", _md_escape(how), "", md_table(types), ""]
+            if layers:
+                out += [md_table(layers), ""]
     out += ["## Run", ""] + [f"- **{k}**: {_md_escape(v)}" for k, v in run_facts(results)] + [""]
     return "\n".join(out)
 
@@ -592,10 +736,12 @@ def render_html(results: dict, plots: list[Plot]) -> str:
         body.append("<h2>Failures and notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     deleg = delegation_table(results)
     if deleg:
-        body += ["<h2>Delegation coverage (ExecuTorch)</h2>", html_table(deleg, "delegation")]
-    if plots:
+        body += ["<h2>Delegation coverage (ExecuTorch, LiteRT XNNPACK)</h2>", html_table(deleg, "delegation")]
+    layer_plots = {p.name: p for p in plots if p.name.startswith("layers_")}
+    general = [p for p in plots if not p.name.startswith("layers_")]
+    if general:
         body.append('<h2>Plots</h2><div class="plots">')
-        for p in plots:
+        for p in general:
             data = base64.b64encode(p.png).decode("ascii")
             body.append(f'<figure id="plot-{e(p.name)}"><img class="plot" alt="{e(p.title)}" '
                         f'src="data:image/png;base64,{data}"><figcaption><b>{e(p.title)}.</b> '
@@ -604,6 +750,21 @@ def render_html(results: dict, plots: list[Plot]) -> str:
     else:
         body.append('<h2>Plots</h2><p class="muted">matplotlib is not installed: no plots '
                     "(pip install 'lkca-edge[report]')</p>")
+    mixed = mixed_table(results)
+    if mixed:
+        body += ["<h2>Mixed precision (int8-mixed beside int8)</h2>", html_table(mixed, "mixed"),
+                 f'<p class="muted">{e(MIXED_LEGEND)}</p>']
+    if layer_cells(results):
+        body += ["<h2>Per-layer numerics</h2>", f'<p class="muted">{e(LAYERS_LEGEND)}</p>']
+        for c in layer_cells(results):
+            body += [f"<h3>{e(cell_name(c))}</h3>", f'<p class="muted">{e(layer_caption(c))}</p>',
+                     '<div class="plots">' + html_table(layer_table(c), "layers")]
+            p = layer_plots.get(_layer_plot_name(c))
+            if p is not None:
+                data = base64.b64encode(p.png).decode("ascii")
+                body.append(f'<figure id="plot-{e(p.name)}"><img class="plot" alt="{e(p.title)}" '
+                            f'src="data:image/png;base64,{data}"></figure>')
+            body.append("</div>")
     ops = ops_tables(results)
     if ops:
         body.append("<h2>Operator breakdown</h2>")
@@ -611,6 +772,14 @@ def render_html(results: dict, plots: list[Plot]) -> str:
             body.append(f'<p class="muted">{e(ops_note(results))}</p>')
         for t, table in ops:
             body.append(f"<h3>{e(t)}</h3>" + html_table(table, "ops"))
+    timed = [c for c in _measured(results) if _timed_ops(c)]
+    if timed:
+        body.append("<h2>Operator time per cell</h2>")
+        for c in timed:
+            types, layers, how = op_breakdown(c)
+            body += [f"<h3>{e(cell_name(c))}</h3>", f'<p class="muted">{e(how)}</p>',
+                     '<div class="plots">' + html_table(types, "ops")
+                     + (html_table(layers, "ops-layers") if layers else "") + "</div>"]
     body.append("<h2>Run</h2><dl class=\"facts\">" + "".join(
         f"<dt>{e(k)}</dt><dd>{e(str(v))}</dd>" for k, v in run_facts(results)) + "</dl>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

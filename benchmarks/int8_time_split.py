@@ -47,13 +47,8 @@ def _no_gelu(m):
     m = copy.deepcopy(m)
     for b in m.blocks:
         def fwd(self, x):
-            h = self.mixer_norm(x)
-            if self.mixer_scale is not None:
-                h = h * self.mixer_scale
-            h = h + self.mixer_shift
-            mixed = F.linear(h.transpose(1, 2), self.token_mixing_matrix).transpose(1, 2)
-            x = x + self.mixer_proj(mixed)
-            return x + self.fc2(F.relu(self.fc1(self.mlp_norm(x))))
+            x = x + self.mixer(self.mixer_norm(x))
+            return x + self.mlp.fc2(F.relu(self.mlp.fc1(self.mlp_norm(x))))
         b.forward = fwd.__get__(b)
     return m
 
@@ -84,8 +79,8 @@ def _gemm_only(m):
             m = self.m
             x = m.patch_embed(patchify(images, m.config.patch_size))
             for b in m.blocks:
-                x = F.linear(x.transpose(1, 2), b.token_mixing_matrix).transpose(1, 2)
-                x = b.fc2(b.fc1(b.mixer_proj(x)))
+                x = F.linear(x.transpose(1, 2), b.mixer.token_mixing_matrix).transpose(1, 2)
+                x = b.mlp.fc2(b.mlp.fc1(b.mixer.proj(x)))
             return m.head(x.mean(1))
 
     return GemmOnly(m)

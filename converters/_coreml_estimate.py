@@ -49,6 +49,23 @@ def estimate(model, values: dict[str, np.ndarray], compute_precision: str, image
     return out
 
 
+def layer_values(model, values: dict[str, np.ndarray], compute_precision: str,
+                 images: np.ndarray) -> dict[str, np.ndarray]:
+    """Every layer's output (``evaluation.layer_outputs``) of the torch source with the package's
+    dequantized weights, every op's output rounded to fp16 for fp16 programs."""
+    import torch
+
+    from lkca_edge.evaluation import layer_outputs
+
+    twin = copy.deepcopy(model).eval()
+    with torch.no_grad(), torch_threads(1):
+        state = {**dict(twin.named_parameters()), **dict(twin.named_buffers())}
+        for name, value in values.items():
+            state[name].copy_(torch.from_numpy(value))
+        with _fp16_activations() if compute_precision == "fp16" else contextlib.nullcontext():
+            return layer_outputs(twin, images, with_positions=True)
+
+
 def _fp16_activations():
     """A torch function mode that rounds the float output of every op to fp16, as an fp16 ML
     program stores every intermediate tensor."""

@@ -78,3 +78,36 @@ def explicit_norms(model, four_d: bool = False):
 def qualified_name(cls: type) -> str:
     """'module.QualName': how torch.export records a module's type in ``nn_module_stack``."""
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class FloatLayer(nn.Module):
+    """Marks a layer that mixed precision keeps in float: quantizers are told to leave every op
+    under a module of this type alone (``set_module_type(FloatLayer, None)``)."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, *args):
+        return self.layer(*args)
+
+
+def keep_layers_float(model, names) -> tuple[nn.Module, tuple[type, ...]]:
+    """``model`` with the submodules at the dotted paths ``names`` (the per-layer names:
+    ``patch_embed``, ``blocks.3.mixer``, ``head``, ...) wrapped in ``FloatLayer``, and the module
+    types to keep float. ``model`` itself is returned when ``names`` is empty."""
+    names = list(names or ())
+    if not names:
+        return model, ()
+    model = copy.deepcopy(model)
+    known = dict(model.named_modules())
+    for name in names:
+        # the network may sit behind a wrapper (an image input's ImageInput.network)
+        paths = [p for p in known if p and (p == name or p.endswith("." + name))]
+        if len(paths) != 1:
+            raise ValueError(f"no layer {name!r} to keep in float")
+        name = paths[0]
+        parent_name, _, child = name.rpartition(".")
+        parent = known[parent_name] if parent_name else model
+        setattr(parent, child, FloatLayer(getattr(parent, child)))
+    return model.eval(), (FloatLayer,)

@@ -91,9 +91,30 @@ class Runner:
         nothing."""
         return {}
 
-    def operator_profile(self, x: np.ndarray, runs: int = 10) -> list[dict]:
-        """[{'op': name, 'ms': mean time, 'count': n, 'delegated': bool|None}, ...] or []."""
+    # How ``operator_profile`` times operators ("" = it does not), and what the last profile
+    # found worth saying (set by ``operator_profile``).
+    ops_method: str = ""
+    ops_note: str = ""
+
+    def operator_profile(self, x: np.ndarray, runs: int = 10, dims=None) -> list[dict]:
+        """Per-operator time of ``runs`` runs on the batch ``x``: ``_graph.op_table`` entries
+        (name, type, module, count, total_ms, mean_ms, share, delegated), or [] where the
+        runtime offers no way. ``dims`` (depth, tokens, dim) of the model lets a runner charge
+        each op to the source layer it belongs to."""
         return []
+
+    # Intermediate values (per-layer comparison): the artifact's own graph, and a run of the
+    # artifact with chosen graph tensors as extra outputs. ``tap_method`` says how ("" = cannot).
+    tap_method: str = ""
+
+    def tensor_graph(self):
+        """The artifact's dataflow graph as a ``converters._graph.TensorGraph``."""
+        raise UserError(f"the {self.backend} runner exposes no graph")
+
+    def run_with_taps(self, images: np.ndarray, values: list[str]):
+        """(logits (N, classes), {value id: (N, elements) float32}) for (N, C, H, W) images, one
+        batch-1 run each, with the graph tensors ``values`` exposed as extra outputs."""
+        raise UserError(f"the {self.backend} runner exposes no intermediate tensors")
 
 
 @dataclass
@@ -128,6 +149,9 @@ class Backend:
     # is imported before timing, so load_ms times the model, not the library.
     runtime_preload: tuple[tuple[str, ...], ...] = ()
     runner_class: type | None = None         # Runner(path, threads), built by ``load``
+    # Whether ``convert`` honours a recipe's ``float_layers`` option (per-layer names kept in
+    # float by mixed precision: int8-mixed recipes and export --fallback).
+    keeps_layers_float: bool = False
     # Inputs an artifact of this backend can take (lkca_edge.preprocessing.INPUT_KINDS), and
     # the one ``export`` makes unless told.
     input_kinds: tuple[str, ...] = ("tensor",)

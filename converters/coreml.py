@@ -489,6 +489,26 @@ class CoreMLBackend(Backend):
         result["note"] = _coreml_static.static_note(result, info)
         return result
 
+    def static_layer_outputs(self, path, model, images: np.ndarray) -> tuple[dict, str]:
+        """Per-layer values without running the package: the torch source with every weight the
+        package stores, dequantized, substituted (and every op's output rounded to fp16 for fp16
+        programs). It shows where the stored weights move the function; it does not model Core
+        ML's kernels or w8a8 activation quantization."""
+        from lkca_edge.converters import _coreml_estimate, _coreml_static
+
+        path = Path(path)
+        net = model.export_module() if hasattr(model, "export_module") else model
+        info = self.inspect(path)
+        report = _coreml_static.match_weights(_coreml_static.stored_tensors(self._read_program(path)), net)
+        if report["failures"]:
+            raise UserError(f"{path}: the stored weights do not match the source "
+                            f"({report['failures'][0]}); no per-layer estimate")
+        values = _coreml_estimate.layer_values(net, report["values"], info["compute_precision"], images)
+        how = ("static: the torch source with the package's stored weights (dequantized)"
+               + (", every op output rounded to fp16" if info["compute_precision"] == "fp16" else "")
+               + ("; w8a8 activation quantization not modelled" if "quantize" in info["op_counts"] else ""))
+        return values, how
+
     # -- reading packages ------------------------------------------------------------------------
     @contextlib.contextmanager
     def _opened(self, path: Path):

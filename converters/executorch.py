@@ -9,9 +9,11 @@ written into the manifest.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import struct
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import numpy as np
 from lkca_edge.converters.base import (AppInfo, Backend, ConversionResult, Recipe, Runner,
                                        float_io, num_outputs, register_backend)
 from lkca_edge.errors import UserError, first_line
+from lkca_edge.logs import quiet
 
 METHOD = "forward"
 # Constant methods: what an app reads from the program itself (each returns one JSON string or
@@ -39,6 +42,10 @@ RECIPES = {
         Recipe("int8-dynamic", "int8", "dynamic int8 PT2E (XNNPACKQuantizer, symmetric "
                "per-channel weights, activations quantized at run time), lowered to XNNPACK",
                options=(("mode", "dynamic"), ("per_channel", True))),
+        Recipe("int8-mixed", "int8", "static int8 as 'int8', with the layers that add the most "
+               "error (measured per layer on the int8 artifact) kept in float until the mixed "
+               "target is met", calibrated=True,
+               options=(("mode", "static"), ("per_channel", True), ("mixed", True))),
     )
 }
 
@@ -117,10 +124,117 @@ class ExecuTorchRunner(Runner):
         return {"activation_arena_bytes": facts["plans"][METHOD]["planned_memory_bytes"],
                 "constant_bytes": facts["weight_bytes"]}
 
-    # operator_profile: not implemented (returns []). Per-op times need ETDump: the program must
-    # be loaded with enable_etdump=True, the .etdp written and parsed with devtools' Inspector,
-    # which also needs the ETRecord from conversion to name delegated XNNPACK ops. Too much
-    # machinery for now; the delegation counts in the manifest say where the time can go.
+    # -- intermediate values -----------------------------------------------------------------------
+    tap_method = ("the ExecuTorch runtime with its XNNPACK delegate on a copy of the .pte whose "
+                  "delegate hands the layers' values out as extra outputs (converters/_pte_taps.py)")
+
+    def tensor_graph(self):
+        """The forward plan's graph: XNNPACK nodes inside each delegate, kernel calls outside."""
+        from lkca_edge.converters._pte_taps import read_pte_graph
+
+        return read_pte_graph(self._path, METHOD).tensor_graph
+
+    def run_with_taps(self, images: np.ndarray, values: list[str]):
+        """Logits and the dequantized float32 values of ``values`` (those the delegate computes;
+        values of portable kernels are left out) for every image."""
+        import torch
+        from executorch.runtime import Runtime
+
+        from lkca_edge.converters._pte_taps import read_pte_graph, tapped_program
+
+        key = tuple(values)
+        if getattr(self, "_tapped", (None,))[0] != key:  # one tapped program per set of values
+            content, taps, _missing = tapped_program(read_pte_graph(self._path, METHOD), values)
+            try:
+                program = Runtime.get().load_program(content)
+                self._tapped = (key, program, program.load_method(METHOD), taps)
+            except RuntimeError as exc:
+                raise UserError(f"{self._path}: the copy with its layers as outputs does not load "
+                                f"({first_line(exc)})") from None
+        _, _, method, taps = self._tapped
+        logits, out = [], {t.value: [] for t in taps}
+        for i in range(len(images)):
+            result = method.execute([torch.from_numpy(np.ascontiguousarray(images[i:i + 1], self.input_dtype))])
+            logits.append(result[0].numpy().astype(np.float32))
+            for t in taps:
+                v = result[t.output_index].numpy()
+                if t.quantization is not None:
+                    v = (v.astype(np.float32) - t.quantization[1]) * t.quantization[0]
+                out[t.value].append(np.asarray(v, np.float32).reshape(1, -1))
+        return np.concatenate(logits), {k: np.concatenate(v) for k, v in out.items()}
+
+    # -- operator profile ----------------------------------------------------------------------
+    ops_method = ("ETDump: the .pte run with ExecuTorch's event tracer (load_program(enable_etdump="
+                  "True)), read by devtools' Inspector; XNNPACK's own per-operator events, median "
+                  "over the profiled runs; charged to the source layers by aligning them with the "
+                  "delegate's nodes at the matrix products (XNNPACK's events name no graph node)")
+
+    def operator_profile(self, x: np.ndarray, runs: int = 10, dims=None) -> list[dict]:
+        """Per-operator times from an ETDump of ``runs`` runs (after 3 warm-up runs), as
+        ``_graph.op_table`` entries; ``ops_note`` says what the tracer saw. Where the
+        installed runtime records no operator events (no event tracer compiled in), per delegate
+        call instead, and ``ops_note`` says so."""
+        import warnings
+
+        import torch
+        from executorch.runtime import Runtime
+
+        from lkca_edge.converters._graph import layers_by_anchors, locate_layers, op_table
+
+        warmup = 3
+        program = Runtime.get().load_program(self._path, enable_etdump=True, debug_buffer_size=0)
+        method = program.load_method(METHOD)
+        xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+        for _ in range(warmup + runs):
+            method.execute([xt])
+        with tempfile.TemporaryDirectory(prefix="lkca-etdump-") as tmp:
+            etdump = str(Path(tmp) / "run.etdp")
+            program.write_etdump_result_to_file(etdump, str(Path(tmp) / "debug.bin"))
+            from executorch.devtools import Inspector
+
+            with warnings.catch_warnings(), quiet():
+                warnings.simplefilter("ignore")  # "Output Buffer not found": no debug buffer asked
+                inspector = Inspector(etdump_path=etdump)
+        events = [e for block in inspector.event_blocks if block.name == "Execute"
+                  for e in block.events if e.perf_data is not None and e.perf_data.raw]
+
+        def median(e):
+            return float(np.median(e.perf_data.raw[-runs:]))
+
+        ops = [e for e in events if e.is_delegated_op or e.name not in _AGGREGATE_EVENTS]
+        total = next((median(e) for e in events if e.name == "Method::execute"), None)
+        if ops and any(e.is_delegated_op for e in ops):
+            self.ops_note = ("the installed ExecuTorch runtime records per-operator events "
+                             "(event tracer compiled in)")
+        else:
+            ops = [e for e in events if e.name == "DELEGATE_CALL"]
+            self.ops_note = ("the installed ExecuTorch runtime records no per-operator events: "
+                             "time per delegate call")
+        types = [_event_type(e.name) for e in ops]
+        layers: list = [None] * len(ops)
+        if dims:
+            try:
+                graph = self.tensor_graph()
+                layers = layers_by_anchors(types, graph, locate_layers(graph, *dims))
+            except UserError:
+                pass
+        table = op_table([(t, layer, median(e), bool(e.is_delegated_op))
+                          for t, layer, e in zip(types, layers, ops)], 1)
+        if total is not None:
+            inside = sum(e["total_ms"] for e in table)
+            self.ops_note += (f"; the operators sum to {inside:.3f} ms of Method::execute's "
+                              f"{total:.3f} ms under the tracer (which times every event: its own "
+                              f"cost is in the difference)")
+        return table
+
+
+_AGGREGATE_EVENTS = ("Method::execute", "DELEGATE_CALL", "Method::init", "Program::load_method")
+
+
+def _event_type(name: str) -> str:
+    """'Fully Connected (NC, QS8, QC8W) GEMM' for XNNPACK's event 'Fully Connected (...) GEMM #3'."""
+    head, sep, tail = name.rpartition(" #")
+    return head if sep and tail.isdigit() else name
 
 
 @register_backend
@@ -134,6 +248,7 @@ class ExecuTorchBackend(Backend):
     runtime_modules = ("executorch",)
     runtime_extra = "runtime-executorch"
     recipes = RECIPES
+    keeps_layers_float = True
     default_recipes = {"fp32": "fp32", "int8": "int8"}
     runner_class = ExecuTorchRunner
     tool_packages = ("executorch", "torch", "torchao")
@@ -155,7 +270,7 @@ class ExecuTorchBackend(Backend):
         import torch
 
         from lkca_edge.converters._pt2e import torch_threads
-        from lkca_edge.converters._rewrites import explicit_norms
+        from lkca_edge.converters._rewrites import explicit_norms, keep_layers_float
 
         num_classes = num_outputs(model, example)
         x = torch.from_numpy(np.ascontiguousarray(example))
@@ -163,11 +278,14 @@ class ExecuTorchBackend(Backend):
             keep_float = ()
             if recipe.option("delegable_norms", True):
                 model, keep_float = explicit_norms(model, four_d=True)
+            model, float_types = keep_layers_float(model, recipe.option("float_layers", ()))
+            keep_float = keep_float + float_types
             if recipe.precision == "int8":
                 model = self._quantize(model, example, recipe, calibration, keep_float)
             program = self._export(model, x)
-            edge = self._lower(program, constant_methods(app))
-            delegation = delegation_counts(edge.exported_program(METHOD).graph_module)
+            with partitioner_reasons() as reasons:
+                edge = self._lower(program, constant_methods(app))
+            delegation = delegation_counts(edge.exported_program(METHOD).graph_module, reasons)
             self._serialize(edge, Path(out_path))
         inputs, outputs = float_io(example, num_classes)
         details = {**delegation, "pte": self.inspect(out_path)}
@@ -259,13 +377,46 @@ def read_constant_methods(program) -> dict:
 
 
 # -- delegation coverage ---------------------------------------------------------------------------
-def delegation_counts(graph_module) -> dict:
-    """Ops by type inside XNNPACK subgraphs and outside them, from the lowered edge graph."""
+_PARTITIONER_LOGGER = "executorch.backends.xnnpack.partition"
+
+
+@contextlib.contextmanager
+def partitioner_reasons():
+    """Collect the XNNPACK partitioner's reasons for refusing nodes: its configs call
+    ``WhyNoPartition(node, reason)``, which logs at DEBUG on their module loggers. Those loggers
+    are opened to DEBUG for the block (and kept from printing); yields {node name: reason}."""
+    import logging
+
+    reasons: dict[str, str] = {}
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            node, reason = getattr(record.msg, "node", None), getattr(record.msg, "reason", None)
+            if node is not None and reason:
+                reasons.setdefault(getattr(node, "name", str(node)), str(reason))
+
+    logger = logging.getLogger(_PARTITIONER_LOGGER)
+    handler, level, propagate = Catch(logging.DEBUG), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield reasons
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def delegation_counts(graph_module, reasons: dict[str, str] | None = None) -> dict:
+    """Ops by type inside XNNPACK subgraphs and outside them, from the lowered edge graph, and
+    every op left outside with the partitioner's reason (``partitioner_reasons``)."""
     import operator
 
     delegated: Counter = Counter()
     not_delegated: Counter = Counter()
     backends: Counter = Counter()
+    why: dict[tuple[str, str], int] = {}
     for node in graph_module.graph.nodes:
         if node.op == "get_attr" and node.name.startswith("lowered_module_"):
             lowered = getattr(graph_module, node.target)
@@ -274,9 +425,14 @@ def delegation_counts(graph_module) -> dict:
                              if n.op == "call_function" and n.target is not operator.getitem)
         elif (node.op == "call_function" and node.target is not operator.getitem
               and _op_name(node.target) != "executorch_call_delegate"):
-            not_delegated[_op_name(node.target)] += 1
+            op = _op_name(node.target)
+            not_delegated[op] += 1
+            reason = (reasons or {}).get(node.name) or "no XNNPACK partitioner config takes this op"
+            why[(op, reason)] = why.get((op, reason), 0) + 1
     return {"delegate_subgraphs": dict(backends), "delegated": _sorted(delegated),
-            "not_delegated": _sorted(not_delegated)}
+            "not_delegated": _sorted(not_delegated),
+            "not_delegated_reasons": [{"op": op, "count": n, "reason": reason}
+                                      for (op, reason), n in sorted(why.items(), key=lambda kv: -kv[1])]}
 
 
 def _op_name(target) -> str:

@@ -45,6 +45,9 @@ RECIPES = {
                options=(("mode", "static"), ("format", "QDQ"))),
         Recipe("int8-dynamic", "int8", "dynamic int8: s8 per-channel weights, activations "
                "quantized at run time", options=(("mode", "dynamic"),)),
+        Recipe("int8-mixed", "int8", "dynamic int8 as 'int8-dynamic' (the int8 default), with the "
+               "layers that add the most error (measured per layer on the int8 artifact) kept in "
+               "float until the mixed target is met", options=(("mode", "dynamic"), ("mixed", True))),
     )
 }
 
@@ -70,12 +73,76 @@ class OrtRunner(Runner):
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, self.input_dtype)})[0]
 
-    def operator_profile(self, x: np.ndarray, runs: int = 10) -> list[dict]:
-        """Per-operator mean time from ORT's own profiler."""
+    # -- intermediate values -----------------------------------------------------------------------
+    tap_method = ("ONNX Runtime on the artifact with the layers' tensors added as extra graph "
+                  "outputs (in memory; the file is not changed)")
+
+    def _proto(self):
+        if getattr(self, "_model_proto", None) is None:
+            import onnx
+
+            self._model_proto = onnx.load(str(self._path))
+        return self._model_proto
+
+    def tensor_graph(self):
+        """The ONNX graph as a ``TensorGraph`` (node order is the exporter's topological order)."""
+        return onnx_tensor_graph(self._proto())
+
+    def run_with_taps(self, images: np.ndarray, values: list[str]):
+        """Logits and the float32 values of graph tensors ``values`` for every image (batch 1),
+        from a session of the artifact with those tensors as extra outputs."""
+        import onnx
+        import onnxruntime as ort
+
+        key = tuple(values)
+        if getattr(self, "_tapped", (None,))[0] != key:  # one session per set of values
+            model = onnx.ModelProto()
+            model.CopyFrom(self._proto())
+            present = {o.name for o in model.graph.output}
+            quant = _tensor_quantization(model)
+            for v in values:
+                if v not in present:
+                    model.graph.output.append(onnx.ValueInfoProto(name=v))
+                    present.add(v)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self._threads
+            opts.inter_op_num_threads = 1
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            try:
+                session = ort.InferenceSession(model.SerializeToString(), opts,
+                                               providers=["CPUExecutionProvider"])
+            except Exception as exc:
+                raise UserError(f"{self._path}: ONNX Runtime refuses the graph with its "
+                                f"intermediate tensors as outputs ({first_line(exc)})") from None
+            self._tapped = (key, session, quant)
+        _, session, quant = self._tapped
+        names = [o.name for o in session.get_outputs()]
+        logits, taps = [], {v: [] for v in values}
+        for i in range(len(images)):
+            out = dict(zip(names, session.run(None, {self.input_name: np.ascontiguousarray(
+                images[i:i + 1], self.input_dtype)})))
+            logits.append(out[names[0]])
+            for v in values:
+                taps[v].append(_dequantized(out[v], quant.get(v), v).reshape(1, -1))
+        return np.concatenate(logits), {v: np.concatenate(a) for v, a in taps.items()}
+
+    ops_method = ("ONNX Runtime's profiler (SessionOptions.enable_profiling): every node's kernel "
+                  "time, median over the profiled runs; nodes charged to the source layers by their position between the residual "
+                  "additions (converters/_graph.py)")
+
+    def operator_profile(self, x: np.ndarray, runs: int = 10, dims=None) -> list[dict]:
+        """Per-node kernel times from ORT's own profiler, as ``_graph.op_table`` entries; with the
+        model's ``dims`` (depth, tokens, dim) each node is charged to its source layer."""
         import json
 
         import onnxruntime as ort
 
+        from lkca_edge.converters._graph import locate_layers, op_layer_names, op_table
+
+        layer_of: dict[str, str] = {}
+        if dims:
+            graph = self.tensor_graph()
+            layer_of = op_layer_names(graph, locate_layers(graph, *dims))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self._threads
         opts.enable_profiling = True
@@ -89,13 +156,143 @@ class OrtRunner(Runner):
         kernels = sorted((e for e in events if e.get("cat") == "Node"
                           and e.get("name", "").endswith("_kernel_time")), key=lambda e: e.get("ts", 0))
         per_run = len(kernels) // (warmup + runs)
-        totals: dict[str, list[float]] = {}
-        for e in kernels[warmup * per_run:]:  # the first runs allocate: leave them out
-            op = e.get("args", {}).get("op_name", "?")
-            totals.setdefault(op, []).append(e.get("dur", 0) / 1000.0)
-        return sorted(({"op": op, "ms": sum(t) / runs, "count": len(t) // max(1, runs),
-                        "delegated": None} for op, t in totals.items()),
-                      key=lambda r: -r["ms"])
+        timed = kernels[warmup * per_run:]  # the first runs allocate: leave them out
+        names = [e["name"][:-len("_kernel_time")] for e in timed]
+        # nodes ORT made at load time (fusions) carry an original node's name as prefix; the
+        # reshapes it adds around them take the layer of the next node it knows
+        layers: list[str | None] = [layer_of.get(n, layer_of.get(n.split("/")[0])) for n in names]
+        following = None
+        for i in range(len(layers) - 1, -1, -1):
+            if layers[i] is None:
+                layers[i] = following
+            following = layers[i]
+        # one median per node over the runs: a preempted run does not make an op look slow
+        per_node: dict[str, list] = {}
+        for e, name, layer in zip(timed, names, layers):
+            entry = per_node.setdefault(name, [e.get("args", {}).get("op_name", "?"), layer, []])
+            entry[2].append(e.get("dur", 0) / 1000.0)
+        return op_table([(t, layer, float(np.median(d)), None) for t, layer, d in per_node.values()], 1)
+
+
+def _nodes_in_layers(exported: Path, pre: Path, layers) -> list[str]:
+    """Names of the nodes of the pre-processed model ``pre`` that belong to the source layers
+    ``layers`` (module paths), by the module scopes torch.onnx records on the exported model's
+    nodes (pre-processing drops that metadata but keeps the node names as prefixes)."""
+    import ast
+
+    import onnx
+
+    layers = set(layers or ())
+    if not layers:
+        return []
+    scopes = {}
+    for node in onnx.load(str(exported)).graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        try:
+            scopes[node.name] = set(ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]")))
+        except (ValueError, SyntaxError):
+            continue
+    def inside(node_scopes) -> bool:  # the network may sit behind a wrapper (image input)
+        return any(s == layer or s.endswith("." + layer) for s in node_scopes for layer in layers)
+
+    names = [n.name for n in onnx.load(str(pre)).graph.node
+             if inside(scopes.get(n.name.split("/")[0], ()))]
+    if not names:
+        raise UserError(f"no ONNX nodes found for the layers {', '.join(sorted(layers))}")
+    return names
+
+
+# -- the graph, for per-layer comparison ------------------------------------------------------------
+# Data operands of the quantized ops (the others are scales and zero points).
+_DATA_INPUTS = {"QLinearAdd": (0, 3), "QLinearMul": (0, 3), "QLinearMatMul": (0, 3),
+                "QGemm": (0, 3), "QuantizeLinear": (0,), "DequantizeLinear": (0,),
+                "DynamicQuantizeLinear": (0,), "MatMulInteger": (0, 1)}
+# (scale input, zero-point input) of ops whose output is quantized.
+_OUTPUT_QUANT = {"QuantizeLinear": (1, 2), "QLinearAdd": (6, 7), "QLinearMul": (6, 7),
+                 "QLinearMatMul": (6, 7), "QGemm": (7, 8), "QLinearSigmoid": (3, 4),
+                 "QLinearLeakyRelu": (3, 4), "QLinearGlobalAveragePool": (3, 4)}
+
+
+def onnx_tensor_graph(model):
+    """A ``TensorGraph`` of an ONNX model: nodes in file order (topological), data operands only,
+    element counts from ONNX shape inference where it knows them."""
+    import onnx
+
+    from lkca_edge.converters._graph import GraphOp, TensorGraph
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - a graph inference cannot type: no element counts
+        inferred = model
+    numel = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            numel[vi.name] = int(np.prod([d.dim_value for d in dims]))
+    initializers = {i.name for i in model.graph.initializer}
+    ops = []
+    for node in model.graph.node:
+        picked = _DATA_INPUTS.get(node.op_type)
+        inputs = [node.input[k] for k in picked if k < len(node.input)] if picked else list(node.input)
+        inputs = tuple(v for v in inputs if v and v not in initializers)
+        ops.append(GraphOp(type=node.op_type, inputs=inputs,
+                           outputs=tuple(v for v in node.output if v), name=node.name,
+                           is_add=node.op_type in ("Add", "QLinearAdd")))
+    inputs = tuple(i.name for i in model.graph.input if i.name not in initializers)
+    return TensorGraph(ops=ops, inputs=inputs, outputs=tuple(o.name for o in model.graph.output),
+                       numel=numel)
+
+
+# (data input, its scale input, its zero-point input) of ops that read quantized tensors.
+_INPUT_QUANT = {"QLinearAdd": ((0, 1, 2), (3, 4, 5)), "QLinearMul": ((0, 1, 2), (3, 4, 5)),
+                "QLinearMatMul": ((0, 1, 2), (3, 4, 5)), "QGemm": ((0, 1, 2), (3, 4, 5)),
+                "DequantizeLinear": ((0, 1, 2),), "QLinearGlobalAveragePool": ((0, 1, 2),),
+                "QLinearSigmoid": ((0, 1, 2),), "QLinearLeakyRelu": ((0, 1, 2),)}
+_SAME_QUANT = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")  # move bytes only
+
+
+def _tensor_quantization(model) -> dict[str, tuple[float, int]]:
+    """(scale, zero point) of every quantized tensor whose quantization is stored as constants:
+    from the op that writes it, an op that reads it, or through reshapes and transposes."""
+    from onnx import numpy_helper
+
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    out: dict[str, tuple[float, int]] = {}
+
+    def record(name, scale_name, zero_name):
+        scale, zero = consts.get(scale_name), consts.get(zero_name)
+        if name and scale is not None and scale.size == 1 and name not in out:
+            out[name] = (float(scale.reshape(-1)[0]),
+                         int(zero.reshape(-1)[0]) if zero is not None else 0)
+
+    for node in model.graph.node:
+        where = _OUTPUT_QUANT.get(node.op_type)
+        if where and max(where) < len(node.input) and node.output:
+            record(node.output[0], node.input[where[0]], node.input[where[1]])
+        for data, scale, zero in _INPUT_QUANT.get(node.op_type, ()):
+            if zero < len(node.input):
+                record(node.input[data], node.input[scale], node.input[zero])
+    moves = [(n.input[0], n.output[0]) for n in model.graph.node
+             if n.op_type in _SAME_QUANT and n.input and n.output]
+    changed = True
+    while changed:
+        changed = False
+        for a, b in moves:
+            for src, dst in ((a, b), (b, a)):
+                if src in out and dst not in out:
+                    out[dst] = out[src]
+                    changed = True
+    return out
+
+
+def _dequantized(value: np.ndarray, quant, name: str) -> np.ndarray:
+    value = np.asarray(value)
+    if np.issubdtype(value.dtype, np.floating):
+        return value.astype(np.float32, copy=False)
+    if quant is None:
+        raise UserError(f"graph tensor {name} is {value.dtype} with no stored scale: cannot read it "
+                        f"as real values")
+    return ((value.astype(np.float32) - quant[1]) * quant[0]).astype(np.float32)
 
 
 # Where ONNX tensors can live, by protobuf field number (onnx.proto3): message -> {field: message}.
@@ -197,6 +394,7 @@ class OnnxBackend(Backend):
     runtime_modules = ("onnxruntime",)
     runtime_extra = "runtime-onnx"
     recipes = RECIPES
+    keeps_layers_float = True
     # int8 default: dynamic. Faster than static QOperator / QDQ on lkca-1m (form fused, 1 thread:
     # 0.994 vs 1.094 / 1.051 ms) and closer to fp32 (max logit error 0.08 vs 0.24), with no
     # calibration; ORT's static graphs add a Quantize/DequantizeLinear and a QLinearAdd per
@@ -309,8 +507,10 @@ class OnnxBackend(Backend):
 
         pre = work / "pre.onnx"
         quant_pre_process(str(src), str(pre))
+        exclude = _nodes_in_layers(src, pre, recipe.option("float_layers", ()))
         if recipe.option("mode") == "dynamic":
-            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                             nodes_to_exclude=exclude)
             return
 
         class Images(CalibrationDataReader):
@@ -324,7 +524,7 @@ class OnnxBackend(Backend):
         quantize_static(str(pre), str(dst), Images(),
                         quant_format=getattr(QuantFormat, recipe.option("format")),
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=True)
+                        per_channel=True, nodes_to_exclude=exclude)
 
     # -- integrity -------------------------------------------------------------------------------
     def artifact_files(self, path) -> list[Path]:

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lkca_edge.converters._tflite_ops import TFLITE_IDENTIFIER
 from lkca_edge.converters.base import (AppInfo, Backend, ConversionResult, Recipe, Runner,
                                        io_spec, register_backend)
 from lkca_edge.errors import BackendUnavailable, UserError, first_line
 from lkca_edge.logs import debug_enabled, quiet
 
-TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier at bytes 4..8 of every .tflite
 
 RECIPES = {
     r.name: r for r in (
@@ -37,6 +37,10 @@ RECIPES = {
                options=(("tool", "pt2e"), ("mode", "static"))),
         Recipe("int8-dynamic", "int8", "dynamic int8 PT2E: s8 per-channel weights, activations "
                "quantized at run time, float I/O", options=(("tool", "pt2e"), ("mode", "dynamic"))),
+        Recipe("int8-mixed", "int8", "static int8 PT2E as 'int8', with the layers that add the "
+               "most error (measured per layer on the int8 artifact) kept in float until the "
+               "mixed target is met", calibrated=True,
+               options=(("tool", "pt2e"), ("mode", "static"), ("mixed", True))),
         Recipe("aeq-dynamic", "int8", "ai-edge-quantizer dynamic_wi8_afp32 on the fp32 .tflite",
                options=(("tool", "ai-edge-quantizer"), ("aeq_recipe", "dynamic_wi8_afp32"))),
         Recipe("aeq-weight-only", "int8", "ai-edge-quantizer weight_only_wi8_afp32 on the fp32 "
@@ -59,10 +63,19 @@ def _interpreter_class():
     return Interpreter
 
 
-def _open_interpreter(path: Path, threads: int):
+def _open_interpreter(path: Path, threads: int, delegates: bool = True, fuse: bool = True):
+    """An interpreter of ``path``; ``delegates=False``: builtin kernels only (no XNNPACK);
+    ``fuse=False``: every delegated op its own DELEGATE node (to count what XNNPACK takes)."""
+    kwargs = {}
+    if not fuse:
+        kwargs["experimental_disable_delegate_node_fusion"] = True
+    if not delegates:
+        from ai_edge_litert.interpreter import OpResolverType
+
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         with quiet():  # native INFO lines go to fd 2
-            return _interpreter_class()(model_path=str(path), num_threads=int(threads))
+            return _interpreter_class()(model_path=str(path), num_threads=int(threads), **kwargs)
     except Exception as exc:
         raise UserError(f"{path} is not a loadable TFLite model ({first_line(exc)})") from None
 
@@ -80,6 +93,27 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return ((y.astype(np.float32) - q[1]) * q[0]).astype(np.float32)
 
 
+def _quantize(x: np.ndarray, q: tuple[float, int], dtype) -> np.ndarray:
+    """Float input to a quantized input tensor (round half to even, clipped to the type)."""
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(x / np.float32(q[0])) + q[1], info.min, info.max).astype(dtype)
+
+
+def with_extra_outputs(content: bytes, tensors: list[int]) -> bytes:
+    """The .tflite ``content`` with ``tensors`` (indices in the main subgraph) appended to that
+    subgraph's outputs, so the runtime writes them out (delegates included)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(content, 0))
+    graph = model.subgraphs[0]
+    present = [int(t) for t in graph.outputs]
+    graph.outputs = present + [t for t in dict.fromkeys(tensors) if t not in present]
+    builder = flatbuffers.Builder(len(content) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
 def _io_specs(details: list[dict]) -> list[dict]:
     return [io_spec(d["name"], d["shape"], np.dtype(d["dtype"]).name, _quantization(d))
             for d in details]
@@ -89,6 +123,7 @@ class LiteRTRunner(Runner):
     backend = "tflite"
 
     def __init__(self, path: Path, threads: int):
+        self._path, self._threads = Path(path), threads
         self.interpreter = _open_interpreter(path, threads)
         try:
             with quiet():  # XNNPACK is applied here and logs "Created ... delegate" to fd 2
@@ -127,15 +162,106 @@ class LiteRTRunner(Runner):
         self.interpreter.invoke()
         return _dequantize(self.interpreter.get_tensor(self._out["index"]), self._out)
 
+    # -- intermediate values -----------------------------------------------------------------------
+    tap_method = ("the LiteRT interpreter (XNNPACK delegate applied, as deployed) on a copy of the "
+                  "artifact whose subgraph outputs also list the layers' tensors")
+
+    def tensor_graph(self):
+        """The main subgraph's ops in execution order, read by an interpreter without delegates
+        (the XNNPACK delegate replaces ops by partitions; their tensors are the same)."""
+        from lkca_edge.converters._graph import GraphOp, TensorGraph
+
+        interp = _open_interpreter(self._path, 1, delegates=False)
+        ops = []
+        for op in interp._get_ops_details():  # private but stable since TF 2.5
+            ops.append(GraphOp(type=op["op_name"],
+                               inputs=tuple(str(int(t)) for t in op["inputs"] if int(t) >= 0),
+                               outputs=tuple(str(int(t)) for t in op["outputs"] if int(t) >= 0),
+                               name=f"{op['op_name']}#{op['index']}", is_add=op["op_name"] == "ADD"))
+        numel = {str(t["index"]): int(np.prod(t["shape"])) for t in interp.get_tensor_details()
+                 if len(t["shape"])}
+        return TensorGraph(ops=ops, inputs=tuple(str(d["index"]) for d in interp.get_input_details()),
+                           outputs=tuple(str(d["index"]) for d in interp.get_output_details()),
+                           numel=numel)
+
+    def run_with_taps(self, images: np.ndarray, values: list[str]):
+        """Logits and the dequantized float32 values of tensors ``values`` (tensor indices) for
+        every image, from a copy of the model with those tensors appended to its outputs."""
+        key = tuple(values)
+        if getattr(self, "_tapped", (None,))[0] != key:  # one tapped model per set of values
+            content = with_extra_outputs(self._path.read_bytes(), [int(v) for v in values])
+            with tempfile.TemporaryDirectory(prefix="lkca-taps-") as tmp:
+                path = Path(tmp) / "taps.tflite"
+                path.write_bytes(content)
+                interp = _open_interpreter(path, self._threads)
+                try:
+                    with quiet():
+                        interp.allocate_tensors()
+                except Exception as exc:
+                    raise UserError(f"{self._path}: the copy with its layers as outputs does not "
+                                    f"prepare ({first_line(exc)[:200]})") from None
+            self._tapped = (key, interp)
+        interp = self._tapped[1]
+        outputs = {str(d["index"]): d for d in interp.get_output_details()}
+        logits, taps = [], {v: [] for v in values}
+        for i in range(len(images)):
+            x = np.asarray(images[i:i + 1], np.float32)
+            if self._in_q is None:
+                interp.set_tensor(self._in["index"], np.ascontiguousarray(x, self._in_dtype))
+            else:
+                interp.set_tensor(self._in["index"], _quantize(x, self._in_q, self._in_dtype))
+            interp.invoke()
+            logits.append(_dequantize(interp.get_tensor(self._out["index"]), self._out))
+            for v in values:
+                detail = outputs[v]
+                taps[v].append(_dequantize(interp.get_tensor(detail["index"]), detail).reshape(1, -1))
+        return np.concatenate(logits), {v: np.concatenate(a) for v, a in taps.items()}
+
     def planned_memory_bytes(self) -> int | None:
         # The Python interpreter does not expose the arena size (no arena accessor in
         # ai_edge_litert 2.3 or tflite_runtime), so the runtime reports nothing here.
         return None
 
-    def operator_profile(self, x: np.ndarray, runs: int = 10) -> list[dict]:
-        # No per-operator profiler is reachable from the Python interpreter API; the native
-        # benchmark_model tool (--enable_op_profiling) is the way to get one.
-        return []
+    ops_method = ("per op class: the artifact timed against a copy with every op of one class "
+                  "replaced by same-shape data movement, runs alternated, the difference of the "
+                  "medians (converters/_tflite_ops.py); the Python interpreter has no op profiler")
+
+    def operator_profile(self, x: np.ndarray, runs: int = 10, dims=None) -> list[dict]:
+        """Time per op class by the method of ``converters/_tflite_ops.py``; ``ops_note`` says
+        what XNNPACK took and which classes could not be isolated."""
+        from collections import Counter
+
+        from lkca_edge.converters import _tflite_ops
+
+        counts = Counter(op.type for op in self.tensor_graph().ops)
+        deleg = _tflite_ops.delegation(self._path, lambda p, t, fuse: self._prepared(p, t, fuse))
+        x = np.asarray(x, np.float32)
+
+        def set_input(interp):
+            value = (np.ascontiguousarray(x, self._in_dtype) if self._in_q is None
+                     else _quantize(x, self._in_q, self._in_dtype))
+            interp.set_tensor(self._in["index"], value)
+
+        entries, facts = _tflite_ops.class_times(
+            self._path, lambda p, t: self._prepared(p, t), set_input,
+            dict(counts.most_common()), deleg["delegated"], runs)
+        skipped = "; ".join(f"{k} ({v})" for k, v in facts["not_isolated"].items())
+        builtin = ", ".join(f"{k} x{v}" for k, v in deleg["builtin"].items()) or "none"
+        whole = facts["whole_model_ms"]
+        self.ops_note = (f"XNNPACK took {deleg['delegated_ops']} of "
+                         f"{deleg['delegated_ops'] + deleg['builtin_ops']} ops in "
+                         f"{deleg['xnnpack_partitions']} partitions; builtin kernels: {builtin}. "
+                         f"Isolated classes account for {facts['attributed_ms']:.3f} ms of "
+                         f"{whole:.3f} ms per run" if whole else "")
+        if skipped:
+            self.ops_note += f"; not isolated: {skipped}"
+        return entries
+
+    def _prepared(self, path: Path, threads: int | None = None, fuse: bool = True):
+        interp = _open_interpreter(path, threads or self._threads, fuse=fuse)
+        with quiet():
+            interp.allocate_tensors()
+        return interp
 
 
 @register_backend
@@ -149,6 +275,7 @@ class LiteRTBackend(Backend):
     runtime_modules = ("ai_edge_litert", "tflite_runtime")
     runtime_extra = "runtime-litert"
     recipes = RECIPES
+    keeps_layers_float = True
     default_recipes = {"fp32": "fp32", "int8": "int8"}
     runner_class = LiteRTRunner
     tool_packages = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torch", "torchao")
@@ -158,7 +285,7 @@ class LiteRTBackend(Backend):
 
     def convert(self, model, example, recipe: Recipe, calibration, out_path: Path,
                 app: AppInfo | None = None) -> ConversionResult:
-        from lkca_edge.converters._rewrites import explicit_norms
+        from lkca_edge.converters._rewrites import explicit_norms, keep_layers_float
 
         tool = recipe.option("tool")
         _require_tool_modules(recipe)
@@ -167,6 +294,11 @@ class LiteRTBackend(Backend):
         if recipe.option("explicit_norms", True):
             model, keep_float = explicit_norms(model)
             details["norms"] = "explicit (7 ops per LayerNorm, float)"
+        if recipe.option("float_layers") and tool != "pt2e":
+            raise UserError(f"tflite recipe {recipe.name!r} cannot keep layers in float (only "
+                            f"the PT2E recipes can)")
+        model, float_types = keep_layers_float(model, recipe.option("float_layers", ()))
+        keep_float = keep_float + float_types
         with tempfile.TemporaryDirectory() as work, _converter_progress_off(), _layout_hint(recipe):
             if tool == "pt2e":
                 quantizer = self._pt2e_quantizer(recipe, keep_float)
@@ -295,6 +427,20 @@ class LiteRTBackend(Backend):
                 "io": {"inputs": _io_specs(interp.get_input_details()),
                        "outputs": _io_specs(interp.get_output_details())}}
         info.update(_tensor_figures(path))
+        try:
+            from lkca_edge.converters._tflite_ops import delegation
+
+            def opened(p, threads, fuse):
+                interp = _open_interpreter(p, threads, fuse=fuse)
+                with quiet():
+                    interp.allocate_tensors()
+                return interp
+
+            info["xnnpack"] = delegation(path, opened)
+        except UserError:
+            raise
+        except Exception:  # noqa: BLE001 - a runtime that cannot say: no delegation facts
+            pass
         from lkca_edge.converters._tflite_metadata import read_metadata
 
         try:

@@ -14,7 +14,7 @@ Errors a user can act on are ``lkca_edge.UserError`` (one line, as the CLI print
 
 __version__ = "0.1.0"
 
-_API = ("export", "validate", "profile", "bench")
+_API = ("export", "validate", "per_layer", "profile", "bench")
 
 
 def create_model(name=None, checkpoint=None, pretrained=False, form=None, **overrides):
@@ -47,5 +47,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'lkca_edge' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "create_model", "list_models", "export", "validate", "profile", "bench",
+__all__ = ["__version__", "create_model", "list_models", "export", "validate", "per_layer",
+           "profile", "bench",
            "UserError", "GateFailed", "BackendUnavailable", "Preprocessing"]

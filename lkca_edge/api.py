@@ -25,7 +25,7 @@ def export(model_or_name, backend: str, precision: str | None = "fp32", *,
            example_input=None, preprocessing=None, name: str | None = None,
            validation_limit: int | None = None, calibration_size: int = 128,
            enforce_gate: bool = True, input: str | None = None, dynamic_batch: bool = False,
-           ort: bool = False):
+           ort: bool = False, fallback: bool = False):
     """Convert a model for ``backend``, validate it on real images and write the artifact, its
     validation pack and manifest into ``out``; returns an ``ExportResult`` (``.artifact``,
     ``.manifest``, ``.validation``).
@@ -39,6 +39,8 @@ def export(model_or_name, backend: str, precision: str | None = "fp32", *,
     (``precision=None`` then takes the recipe's). ``input="image"``: the artifact takes uint8
     (1, H, W, 3) RGB pixels and normalizes inside (Core ML's default); ``dynamic_batch`` and
     ``ort`` (the ORT Mobile format) are for onnx.
+    ``fallback``: an int8 export whose gate fails keeps its layers that add the most error in
+    float until it passes (the manifest lists them).
     """
     from lkca_edge.pipelines.export import ExportRequest, export_model
 
@@ -50,7 +52,7 @@ def export(model_or_name, backend: str, precision: str | None = "fp32", *,
                         form=form, calibration=calibration, calibration_size=calibration_size,
                         out=str(out), enforce_gate=enforce_gate,
                         validation_limit=validation_limit, name=name, input=input,
-                        dynamic_batch=dynamic_batch, ort=ort)
+                        dynamic_batch=dynamic_batch, ort=ort, fallback=fallback)
     if model_or_name is None or isinstance(model_or_name, str):
         return export_model(req)
     return export_model(req, model=_prepared_module(model_or_name, example_input, preprocessing,
@@ -105,6 +107,17 @@ def validate(artifact: str | Path, dataset: str | None = None, limit: int | None
 
     return validate_artifact(artifact, dataset=dataset, limit=limit, threads=threads, verify=verify,
                              remote=remote, remote_command=remote_command)
+
+
+def per_layer(artifact: str | Path, dataset: str | None = None, limit: int | None = None, *,
+              threads: int = 1, verify: bool = True):
+    """Validate an artifact and compare every layer with the fp32 source's (needs torch);
+    returns (``ValidationResult``, ``PerLayerResult``: ``.layers`` with SQNR dB, max abs error
+    and cosine per source-model layer, ``.worst``, ``.to_dict()``)."""
+    from lkca_edge.pipelines.validate import validate_per_layer
+
+    return validate_per_layer(artifact, dataset=dataset, limit=limit, threads=threads,
+                              verify=verify)
 
 
 def profile(artifact: str | Path, device: str = "host", threads: int | None = None,

@@ -25,3 +25,34 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> floa
         return 0.0
     logits = reference_logits(model, x, batch_size)
     return float((logits.argmax(1) == y).mean())
+
+
+def layer_outputs(model, images: np.ndarray, batch_size: int = 128,
+                  with_positions: bool = True) -> dict[str, np.ndarray]:
+    """fp32 output of every layer ``models.layer_modules`` names, for (N, C, H, W) images:
+    ``{name: (N, ...) float32}``, in execution order. A model in form ``fused`` is read through
+    its fused network (the one converters trace), whose layers carry the same names.
+    ``with_positions``: ``patch_embed`` with the position embedding added (the residual stream
+    entering block 0: the tensor every artifact has; converters fold the embedding's bias into
+    the positions)."""
+    import torch
+
+    from lkca_edge.models import layer_modules
+
+    net = model.export_module() if hasattr(model, "export_module") else model
+    layers = layer_modules(net)
+    seen: dict[str, list[np.ndarray]] = {name: [] for name, _ in layers}
+    hooks = [module.register_forward_hook(
+        lambda _m, _inp, out, name=name: seen[name].append(out.detach().float().numpy().copy()))
+        for name, module in layers]
+    try:
+        with torch.no_grad():
+            for i in range(0, len(images), batch_size):
+                net(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])))
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {name: np.concatenate(parts) for name, parts in seen.items() if parts}
+    if with_positions and "patch_embed" in out:
+        out["patch_embed"] = out["patch_embed"] + net.pos_embedding.detach().float().numpy()
+    return out

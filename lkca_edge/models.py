@@ -250,6 +250,18 @@ class VisionTransformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def layer_modules(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers a per-layer comparison names, in execution order, with the modules whose output
+    each one is: ``patch_embed`` (before the positions are added), then per block
+    ``blocks.{i}.mixer`` and ``blocks.{i}.mlp`` (the two residual branches) and ``blocks.{i}`` (the
+    block's output), then ``head`` (the logits). The fused network has the same names."""
+    out: list[tuple[str, nn.Module]] = [("patch_embed", net.patch_embed)]
+    for i, block in enumerate(net.blocks):
+        out += [(f"blocks.{i}.mixer", block.mixer), (f"blocks.{i}.mlp", block.mlp),
+                (f"blocks.{i}", block)]
+    return out + [("head", net.head)]
+
+
 def build_model(name: str, config: ModelConfig, preprocessing,
                 form: str | None = None) -> VisionTransformer:
     """An untrained network with its zoo name and preprocessing attached, in eval mode."""
@@ -297,8 +309,30 @@ def _fold_norm(norm: nn.LayerNorm, linear: nn.Linear) -> nn.Linear:
     return _linear(w * gamma[None, :], bias)
 
 
+class FusedMixer(nn.Module):
+    """``blocks.{i}.mixer`` of the fused form: ``to_out(T @ to_v(gamma * xhat + beta))`` as ONE
+    Linear after T (see ``FusedBlock``); ``xhat`` is the affine-free LayerNorm's output."""
+
+    def __init__(self, scale: torch.Tensor | None, shift: torch.Tensor, matrix: torch.Tensor,
+                 proj: nn.Linear):
+        super().__init__()
+        self.register_buffer("scale", None if scale is None else scale.clone())
+        self.register_buffer("shift", shift.clone())
+        self.register_buffer("token_mixing_matrix", matrix.clone())
+        self.proj = proj
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.scale is not None:
+            h = h * self.scale
+        h = h + self.shift
+        mixed = F.linear(h.transpose(1, 2), self.token_mixing_matrix).transpose(1, 2)
+        return self.proj(mixed)
+
+
 class FusedBlock(nn.Module):
-    """A trained ``Block`` rewritten for inference; the same function.
+    """A trained ``Block`` rewritten for inference; the same function and the same module names
+    (``mixer_norm``, ``mixer``, ``mlp_norm``, ``mlp``), so every layer of an artifact is named
+    as in the source model.
 
     ``to_out(T @ to_v(gamma * xhat + beta))`` with ``xhat`` the affine-free LayerNorm: T mixes
     tokens and ``W_out W_v`` mixes channels, so they commute and the two Linears become one,
@@ -319,23 +353,17 @@ class FusedBlock(nn.Module):
         gamma, beta = _norm_affine(block.mixer_norm)
         self.mixer_norm = _plain_norm(block.mixer_norm)
         fold = bool(gamma.abs().min() >= self.SCALE_FOLD_MIN_RATIO * gamma.abs().max() > 0)
-        self.register_buffer("mixer_scale", None if fold else gamma.clone())
-        self.register_buffer("mixer_shift", (beta / gamma if fold else beta).clone())
-        self.register_buffer("token_mixing_matrix", t.clone())
-        self.mixer_proj = _linear(merged * gamma[None, :] if fold else merged,
-                                  mixer.to_out.bias.detach())
+        self.mixer = FusedMixer(None if fold else gamma, beta / gamma if fold else beta, t,
+                                _linear(merged * gamma[None, :] if fold else merged,
+                                        mixer.to_out.bias.detach()))
         self.mlp_norm = _plain_norm(block.mlp_norm)
-        self.fc1 = _fold_norm(block.mlp_norm, block.mlp.fc1)
-        self.fc2 = copy.deepcopy(block.mlp.fc2)
+        self.mlp = MLP(block.mlp.fc1.in_features, block.mlp.fc1.out_features)
+        self.mlp.fc1 = _fold_norm(block.mlp_norm, block.mlp.fc1)
+        self.mlp.fc2 = copy.deepcopy(block.mlp.fc2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.mixer_norm(x)
-        if self.mixer_scale is not None:
-            h = h * self.mixer_scale
-        h = h + self.mixer_shift
-        mixed = F.linear(h.transpose(1, 2), self.token_mixing_matrix).transpose(1, 2)
-        x = x + self.mixer_proj(mixed)
-        return x + self.fc2(F.gelu(self.fc1(self.mlp_norm(x))))
+        x = x + self.mixer(self.mixer_norm(x))
+        return x + self.mlp(self.mlp_norm(x))
 
 
 class FusedTransformer(nn.Module):

@@ -115,6 +115,16 @@ def save_inputs(manifest, work: Path, timing: TimingImages) -> dict:
             "description": timing.description}
 
 
+def model_dims(manifest) -> list[int] | None:
+    """(depth, tokens, dim) of the manifest's model: what a runner needs to charge operators to
+    the source layers. None when the config does not say."""
+    c = manifest.config or {}
+    try:
+        return [int(c["depth"]), (int(c["image_size"]) // int(c["patch_size"])) ** 2, int(c["dim"])]
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
 def param_bytes(manifest) -> tuple[int | None, str]:
     per = BYTES_PER_WEIGHT.get(manifest.precision)
     if not manifest.params or per is None:
@@ -239,6 +249,7 @@ def measure_locally(artifact: Path, manifest, backend, profile, base: dict, *, t
         request = {"artifact": str(artifact.resolve()), "backend": backend.name,
                    "threads": plan["threads"], "cpus": plan["cpus"], "runs": runs, "warmup": warmup,
                    "op_runs": op_runs, "inputs": inputs["inputs"], "labels": inputs["labels"],
+                   "dims": model_dims(manifest),
                    "output_shape": (manifest.outputs[0].get("shape") if manifest.outputs else None)}
         (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
         out = work / "result.json"
@@ -283,6 +294,7 @@ def measure_locally(artifact: Path, manifest, backend, profile, base: dict, *, t
         imported_during_load=m.get("imported_during_load"),
         modules_after_profile_hooks=m.get("modules_after_hooks"),
         sanity_top1=m.get("sanity_top1"), n_images=m.get("n_images"), op_runs=op_runs,
+        ops_method=m.get("ops_method"), ops_note=m.get("ops_note"),
         latency_stat_for_budget="p90", notes=notes)
     return ProfileResult(
         **base, latency_ms=latency, throughput_ips=m.get("throughput_ips"), load_ms=m["load_ms"],

@@ -191,7 +191,8 @@ def measure(req: dict) -> dict:
     ops, ops_error = [], None
     if int(req.get("op_runs", 0)) > 0:
         try:
-            ops = runner.operator_profile(batches[0], runs=int(req["op_runs"])) or []
+            dims = tuple(req["dims"]) if req.get("dims") else None
+            ops = runner.operator_profile(batches[0], runs=int(req["op_runs"]), dims=dims) or []
         except Exception as exc:  # an op profiler failing must not lose the latency figures
             from lkca_edge.errors import describe_exception
 
@@ -215,6 +216,8 @@ def measure(req: dict) -> dict:
         "memory_facts_error": memory_error,
         "ops": ops,
         "ops_error": ops_error,
+        "ops_method": getattr(runner, "ops_method", "") or None,
+        "ops_note": getattr(runner, "ops_note", "") or None,
         "sanity_top1": sanity,
         "n_images": n,
         "cpus": cpus,

@@ -204,6 +204,39 @@ def test_report_markdown(bench, results):
 
 
 @pytest.mark.slow
+def test_int8_cells_carry_layers_and_every_runnable_cell_operator_times(bench, results):
+    """Issue 14: the per-layer table of every int8 cell (in results and in the report, with its
+    plot) and per-operator time of every cell whose backend runs here, charged to layers where
+    the backend allows."""
+    md = (bench[0] / "report.md").read_text()
+    assert "## Per-layer numerics" in md and "## Operator time per cell" in md
+    for c in results["cells"]:
+        name = f"{c['backend']} {c['precision']}"
+        if c["precision"] == "int8":
+            layers = c["per_layer"]["layers"]
+            assert [x["name"] for x in layers][:2] == ["patch_embed", "blocks.0.mixer"], name
+            assert all(15 < x["sqnr_db"] < 80 for x in layers), name
+            assert f"### lkca-1m {name}" in md
+            assert (bench[0] / "plots" / f"layers_lkca-1m_{c['backend']}_int8.png").is_file()
+        else:
+            assert c["per_layer"] is None, name
+        ops = c["profile"]["ops"]
+        if _runnable(c["backend"]):
+            timed = [o for o in ops if o.get("ms") is not None]
+            assert timed, name
+            for o in timed:
+                assert {"name", "type", "count", "total_ms", "mean_ms", "share"} <= set(o), name
+            assert c["profile"]["details"]["ops_method"], name
+            if c["backend"] in ("executorch", "onnx"):  # charged to the source layers
+                assert {o["module"] for o in timed} >= {"patch_embed", "blocks.0.mlp", "head"}, name
+        if c["backend"] == "tflite":
+            d = c["delegation"]
+            assert d["delegated_ops"] > 0 and d["subgraphs"]["XNNPACK partitions"] >= 1, name
+            if c["precision"] == "int8":
+                assert d["not_delegated"] == {"GELU": 9}  # the int8 GELU splits the graph
+
+
+@pytest.mark.slow
 def test_report_html_is_self_contained(bench, results):
     from PIL import Image
 

@@ -103,8 +103,8 @@ def test_static_check_catches_wrong_weights(exports, precision):
     assert static["passed"] is False
     # named as in the traced (fused) network, where fc1 carries the folded LayerNorm: the
     # changed row moves fc1's weight and its bias (W beta + b)
-    assert static["failures"] and all("blocks.3.fc1." in f for f in static["failures"])
-    assert any("blocks.3.fc1.weight" in f for f in static["failures"])
+    assert static["failures"] and all("blocks.3.mlp.fc1." in f for f in static["failures"])
+    assert any("blocks.3.mlp.fc1.weight" in f for f in static["failures"])
     assert "static checks FAILED" in static["note"]
 
 

@@ -77,7 +77,17 @@ def test_runner_facts(exports, digits):
     out = runner(digits.test_x[:1])
     assert out.dtype == np.float32 and out.shape == (1, 10)
     assert runner.planned_memory_bytes() == res.manifest.details["pte"]["planned_memory_bytes"]
-    assert runner.operator_profile(digits.test_x[:1]) == []
+    c = res.manifest.config
+    ops = runner.operator_profile(digits.test_x[:1], runs=3,
+                                  dims=(c["depth"], (c["image_size"] // c["patch_size"]) ** 2, c["dim"]))
+    # ETDump: XNNPACK's own operators, every one inside the delegate, charged to source layers
+    assert "event tracer compiled in" in runner.ops_note
+    assert ops and all(o["delegated"] is True and o["total_ms"] >= 0 for o in ops)
+    gemm = [o for o in ops if o["type"].startswith("Fully Connected")]
+    assert sum(o["count"] for o in gemm) == 1 + 4 * c["depth"] + 1  # fused: T, proj, fc1, fc2
+    assert {o["module"] for o in gemm} == {"patch_embed", "head"} | {
+        f"blocks.{b}.{part}" for b in range(c["depth"]) for part in ("mixer", "mlp")}
+    assert sum(o["share"] for o in ops) == pytest.approx(1.0)
     from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
 
     assert _threadpool_get_thread_count() == 1
@@ -129,7 +139,7 @@ def test_recipes_and_light_import():
     assert backend.name == "executorch" and backend.extension == ".pte"
     assert backend.recipe("int8").name == "int8" and backend.recipe("int8").calibrated
     assert backend.recipe(recipe="int8-dynamic").option("mode") == "dynamic"
-    assert set(backend.recipes) == {"fp32", "fp32-aten-norms", "int8", "int8-dynamic"}
+    assert set(backend.recipes) == {"fp32", "fp32-aten-norms", "int8", "int8-dynamic", "int8-mixed"}
     with pytest.raises(UserError):
         backend.recipe("fp16")
     code = "import sys, lkca_edge.converters.executorch; print('torch' in sys.modules)"

@@ -73,7 +73,7 @@ def test_fused_form_is_the_same_function_with_fewer_macs(name, size):
     assert sorted(model.state_dict()) == state_keys  # derived data only: checkpoints unchanged
     net = model.export_module()
     assert isinstance(net, FusedTransformer) and net.zoo_name == name
-    assert net.blocks[1].mixer_scale is not None and net.blocks[0].mixer_scale is None
+    assert net.blocks[1].mixer.scale is not None and net.blocks[0].mixer.scale is None
     c = model.config
     assert net.macs() == count_macs(c) - c.depth * c.num_tokens * c.dim * c.dim < model.macs()
     # merged projection: one dim x dim weight per block instead of two

@@ -85,7 +85,13 @@ def test_runner_maps_float_images_to_float_logits(int8_export, fp32_export, digi
     a, b = int8.run_many(x), fp32.run_many(x)
     assert a.dtype == np.float32 and a.shape == (8, 10)
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.875
-    assert int8.planned_memory_bytes() is None and int8.operator_profile(x[:1]) == []
+    assert int8.planned_memory_bytes() is None
+    # per op class, by making each class trivial in a copy of the graph (no op profiler here)
+    ops = {o["type"]: o for o in int8.operator_profile(x[:1], runs=5)}
+    assert {"FULLY_CONNECTED", "ADD", "MEAN", "GELU"} <= set(ops)
+    assert ops["GELU"]["delegated"] is False and ops["FULLY_CONNECTED"]["delegated"] is True
+    assert all(o["total_ms"] >= 0 and o["count"] > 0 for o in ops.values())
+    assert "builtin kernels: GELU x9" in int8.ops_note and "not isolated: RESHAPE" in int8.ops_note
     with pytest.raises(UserError, match="shape"):
         fp32(x[:1, :, :16])
 
@@ -142,3 +148,11 @@ def test_random_bytes_and_truncated_files_are_user_errors(tmp_path, fp32_export)
         assert "\n" not in str(info.value)
         with pytest.raises(UserError):
             backend.inspect(path)
+
+
+def test_xnnpack_takes_every_op_but_the_int8_gelu(int8_export, fp32_export):
+    """The manifest counts what the XNNPACK delegate took and what runs as builtin kernels."""
+    x8, x32 = int8_export.manifest.details["xnnpack"], fp32_export.manifest.details["xnnpack"]
+    assert x8["builtin"] == {"GELU": 9} and x8["xnnpack_partitions"] == 10  # GELU splits the graph
+    assert x8["delegated"]["FULLY_CONNECTED"] == 1 + 4 * 9 + 1
+    assert x32["builtin"] == {} and x32["xnnpack_partitions"] == 1

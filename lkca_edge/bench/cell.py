@@ -17,8 +17,16 @@ from lkca_edge.logs import debug_enabled
 
 
 def delegation_summary(details: dict | None) -> dict | None:
-    """Delegation coverage from an ExecuTorch manifest's details (None for other backends)."""
+    """Delegation coverage from a manifest's details: ExecuTorch's lowered graph (with the
+    partitioner's reasons) or LiteRT's XNNPACK counts; None for backends that delegate nothing."""
     details = details or {}
+    xnnpack = details.get("xnnpack")
+    if isinstance(xnnpack, dict) and "delegated" in xnnpack:  # LiteRT
+        d, n = int(xnnpack.get("delegated_ops") or 0), int(xnnpack.get("builtin_ops") or 0)
+        return {"delegated_ops": d, "not_delegated_ops": n,
+                "coverage": (d / (d + n)) if d + n else None,
+                "subgraphs": {"XNNPACK partitions": xnnpack.get("xnnpack_partitions")},
+                "not_delegated": xnnpack.get("builtin") or {}, "reasons": []}
     delegated, rest = details.get("delegated"), details.get("not_delegated")
     if not isinstance(delegated, dict) and not isinstance(rest, dict):
         return None
@@ -30,7 +38,7 @@ def delegation_summary(details: dict | None) -> dict | None:
     return {"delegated_ops": d, "not_delegated_ops": n,
             "coverage": (d / (d + n)) if d + n else None,
             "subgraphs": details.get("delegate_subgraphs") or {},
-            "not_delegated": rest or {}}
+            "not_delegated": rest or {}, "reasons": details.get("not_delegated_reasons") or []}
 
 
 
@@ -38,12 +46,13 @@ def new_cell(model: str, backend: str, precision: str) -> dict:
     return {"model": model, "backend": backend, "precision": precision, "recipe": None,
             "form": None, "status": "failed", "failed_step": None, "error": None, "mode": None,
             "note": "", "artifact": None, "metrics": {}, "validation": None, "profile": None,
-            "delegation": None, "manifest": None}
+            "delegation": None, "manifest": None, "per_layer": None}
 
 
 def run_cell(cfg: BenchConfig, model_name: str, backend_name: str, precision: str, model, data,
              out_dir: Path, step=lambda text: None) -> dict:
     """Convert (export_model validates), then profile; never raises for a cell's own failure."""
+    from lkca_edge.bench.config import cell_recipe
     from lkca_edge.converters import get_backend
     from lkca_edge.logs import quiet
     from lkca_edge.pipelines.export import ExportRequest, export_model
@@ -54,11 +63,12 @@ def run_cell(cfg: BenchConfig, model_name: str, backend_name: str, precision: st
     step("converting")
     try:
         backend = get_backend(backend_name)
-        cell["recipe"] = backend.recipe(precision).name
+        recipe = cell_recipe(backend, precision)
+        cell["recipe"] = recipe.name
         reason = backend.available()
         if reason:
             raise UserError(reason)
-        req = ExportRequest(model=model_name, backend=backend_name, precision=precision,
+        req = ExportRequest(model=model_name, backend=backend_name, recipe=recipe.name,
                             checkpoint=cfg.checkpoint, calibration=data.record.spec if data.record else None,
                             out=str(out_dir / "artifacts"), validation_limit=cfg.validation_limit,
                             threads=1)
@@ -87,8 +97,19 @@ def run_cell(cfg: BenchConfig, model_name: str, backend_name: str, precision: st
         accuracy_estimate=bool(v.get("estimate")) if acc is not None else None,
         accuracy_drop_pts=(None if acc is None or ref is None else round((ref - acc) * 100.0, 4)),
         gate_passed=v.get("passed"),
-        delegation_coverage=(cell["delegation"] or {}).get("coverage"))
+        delegation_coverage=(cell["delegation"] or {}).get("coverage"),
+        float_layers=len((m.details or {}).get("float_layers") or []) if m.precision == "int8" else None)
     notes: list[str] = []
+
+    # -- per-layer numerics (int8 cells): where the artifact drifts from the source --
+    if m.precision == "int8" and cfg.per_layer:
+        step("per-layer")
+        try:
+            cell["per_layer"] = cell_layers(result, model, data, cfg.validation_limit)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the cell's other figures stand
+            raise_if_disk_full(exc)
+            notes.append(f"per-layer comparison failed: {describe_exception(exc)}")
+            debug_trace()
 
     # -- profile --
     step("profiling")
@@ -125,6 +146,26 @@ def run_cell(cfg: BenchConfig, model_name: str, backend_name: str, precision: st
     cell["status"] = "ok"
     cell["note"] = "; ".join(dict.fromkeys(n for n in notes if n))
     return cell
+
+
+def cell_layers(result, model, data, limit: int | None) -> dict:
+    """The per-layer table of an exported cell, on its validation images."""
+    import copy
+
+    from lkca_edge.converters import get_backend
+    from lkca_edge.logs import quiet
+    from lkca_edge.pipelines.per_layer import measure_layers
+
+    m = result.manifest
+    source = copy.deepcopy(model)
+    if m.form:
+        source.set_form(m.form)
+    x = data.test_x[:limit or len(data.test_x)]
+    with quiet():
+        layers = measure_layers(get_backend(m.backend), result.artifact, source.eval(), x,
+                                precision=m.precision, recipe=(m.recipe or {}).get("name", ""),
+                                inputs=source.preprocessing.as_input(x, m.input_kind))
+    return layers.to_dict()
 
 
 def raise_if_disk_full(exc: BaseException) -> None:

@@ -9,7 +9,27 @@ from pathlib import Path
 from lkca_edge.errors import UserError
 
 DEFAULT_MODELS = ("lkca-1m",)
-DEFAULT_PRECISIONS = ("fp32", "int8")
+DEFAULT_PRECISIONS = ("fp32", "int8", "int8-mixed")
+# Bench "precisions" that are a recipe of another precision: label -> (precision, recipe). A cell
+# of a variant exists only for the backends that have the recipe.
+VARIANTS = {"int8-mixed": ("int8", "int8-mixed")}
+
+
+def cell_recipe(backend, label: str):
+    """The recipe a cell of precision ``label`` (a precision or a ``VARIANTS`` label) exports."""
+    if label in VARIANTS:
+        precision, recipe = VARIANTS[label]
+        return backend.recipe(precision, recipe)
+    return backend.recipe(label)
+
+
+def has_cell(backend_name: str, label: str) -> bool:
+    """Whether a (backend, precision label) cell exists: variants only where the recipe does."""
+    if label not in VARIANTS:
+        return True
+    from lkca_edge.converters import get_backend
+
+    return VARIANTS[label][1] in get_backend(backend_name).recipes
 
 
 def default_backends() -> list[str]:
@@ -42,6 +62,7 @@ class BenchConfig:
     ssh_options: list[str] = field(default_factory=list)
     progress: bool = True
     argv: list[str] | None = None     # the command line, for the record
+    per_layer: bool = True            # int8 cells: the per-layer table (validate --per-layer)
 
 
 @dataclass
@@ -81,8 +102,8 @@ def check_config(cfg: BenchConfig) -> None:
     if not cfg.precisions:
         raise UserError("--precisions needs at least one precision")
     for p in cfg.precisions:
-        if p not in PRECISIONS:
-            raise unknown_name("precision", p, PRECISIONS)
+        if p not in PRECISIONS and p not in VARIANTS:
+            raise unknown_name("precision", p, (*PRECISIONS, *VARIANTS))
     from lkca_edge.ranges import check_arg, check_optional
 
     check_arg("runs", cfg.runs)

@@ -128,8 +128,12 @@ def recorded_options(cfg: BenchConfig) -> dict:
 
 
 def grid(cfg: BenchConfig) -> list[tuple[str, str, str]]:
-    """Every (model, backend, precision) cell of a run, in report order."""
-    return [(m, b, p) for m in cfg.models for b in cfg.backends for p in cfg.precisions]
+    """Every (model, backend, precision) cell of a run, in report order (a variant such as
+    int8-mixed only for the backends that have its recipe)."""
+    from lkca_edge.bench.config import has_cell
+
+    return [(m, b, p) for m in cfg.models for b in cfg.backends for p in cfg.precisions
+            if has_cell(b, p)]
 
 
 

@@ -26,7 +26,8 @@ def add_arguments(p) -> None:
                    help="zoo models (default: lkca-1m); space- or comma-separated")
     p.add_argument("--backends", nargs="+", metavar="NAME", help="backends (default: executorch coreml tflite onnx)")
     p.add_argument("--precisions", nargs="+", metavar="P",
-                   help="precisions (default: fp32 int8; fp16 for Core ML)")
+                   help="precisions (default: fp32 int8 int8-mixed; fp16 for Core ML; int8-mixed: "
+                        "the int8-mixed recipe, on the backends that have it)")
     p.add_argument("--device",
                    help="device profile for budgets and threads (default: host; see `lkca-edge devices`)")
     p.add_argument("--runs", type=int, help="timed runs per artifact (default 100)")
@@ -56,7 +57,7 @@ def add_arguments(p) -> None:
     p.add_argument("--strict", action="store_true", help="exit 1 when any cell failed")
 
 
-DEFAULTS = {"models": ["lkca-1m"], "precisions": ["fp32", "int8"], "device": "host", "runs": 100,
+DEFAULTS = {"models": ["lkca-1m"], "precisions": ["fp32", "int8", "int8-mixed"], "device": "host", "runs": 100,
             "warmup": 10, "op_runs": 10}
 # options a resumed run takes from its record, never from the command line
 RECORDED = ("models", "backends", "precisions", "device", "runs", "warmup", "op_runs", "threads",

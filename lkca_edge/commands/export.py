@@ -36,6 +36,9 @@ def add_arguments(p) -> None:
     p.add_argument("--ort", action="store_true",
                    help="onnx: write the ORT Mobile format (.ort) and its required-operators "
                         "config for a reduced onnxruntime build")
+    p.add_argument("--fallback", action="store_true",
+                   help="int8: if the gate fails, keep the layers that add the most error (measured "
+                        "per layer) in float until it passes; the manifest lists them")
     p.add_argument("--out", help="output directory")
     add_model_arguments(p)
 
@@ -74,7 +77,7 @@ def run(args) -> int:
         calibration_size=args.calibration_size, out=args.out, validate=not args.no_validate,
         enforce_gate=not args.no_gate, validation_limit=args.limit,
         overrides=model_overrides(args), input=args.input, dynamic_batch=args.dynamic_batch,
-        ort=args.ort)
+        ort=args.ort, fallback=args.fallback)
     result = export_model(req)
     m = result.manifest
     say(f"wrote {result.artifact} ({m.size_bytes / 1024:.0f} KB, {m.backend} {m.recipe['name']}, "
@@ -82,9 +85,10 @@ def run(args) -> int:
     if m.validation is None:
         say("validation: skipped")
     else:
-        from lkca_edge.apps.console import validation_lines
+        from lkca_edge.apps.console import mixed_lines, validation_lines
 
-        say("\n".join(validation_lines(m.validation)))
+        for line in validation_lines(m.validation) + mixed_lines(m.details):
+            say(line)
     say(f"input: {m.input_kind} {m.inputs[0]['dtype'] if m.inputs else ''} "
           f"{m.inputs[0]['shape'] if m.inputs else ''}")
     for path in sorted(m.files.values()):

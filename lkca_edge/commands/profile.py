@@ -115,6 +115,17 @@ def print_summary(r) -> None:
             say("  top ops: " + ", ".join(
                 f"{o['op']} {o['ms']:.3f} ms x{o.get('count')}" + (" [delegated]" if o.get("delegated") else "")
                 for o in top))
+            layers: dict = {}
+            for o in r.ops:
+                if o.get("module") and o.get("ms") is not None:
+                    layers[o["module"]] = layers.get(o["module"], 0.0) + o["ms"]
+            if layers:
+                top_layers = sorted(layers.items(), key=lambda kv: -kv[1])[:5]
+                print("  top layers: " + ", ".join(f"{k} {v:.3f} ms" for k, v in top_layers))
+            if r.details.get("ops_method"):
+                print(f"  ops: {r.details['ops_method']}")
+            if r.details.get("ops_note"):
+                print(f"  ops note: {r.details['ops_note']}")
         else:
             say("  op counts: " + ", ".join(f"{o['op']} x{o.get('count')}" for o in r.ops[:8]))
     elif r.mode == "measured" and r.details.get("op_runs"):

@@ -19,6 +19,9 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=int, help="use at most N test images")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-verify", action="store_true", help="skip the manifest sha256 check")
+    p.add_argument("--per-layer", action="store_true",
+                   help="also compare every layer's output with the source model's (SQNR, max "
+                        "abs error, cosine), named by the source model's modules (needs torch)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     from lkca_edge.commands.common import add_remote_arguments
 
@@ -27,16 +30,29 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from lkca_edge.commands.common import print_json, say
-    from lkca_edge.pipelines.validate import validate_artifact
+    from lkca_edge.errors import UserError
+    from lkca_edge.pipelines.validate import validate_artifact, validate_per_layer
 
-    result = validate_artifact(args.artifact, dataset=args.dataset, limit=args.limit,
-                               threads=args.threads, verify=not args.no_verify, remote=args.remote,
-                               remote_command=args.remote_command, ssh_options=args.ssh_option)
-    if args.json:
-        print_json(result.to_dict())
+    layers = None
+    if args.per_layer:
+        if args.remote:
+            raise UserError("--per-layer runs here (it needs the fp32 source model): drop --remote")
+        result, layers = validate_per_layer(args.artifact, dataset=args.dataset, limit=args.limit,
+                                            threads=args.threads, verify=not args.no_verify)
     else:
-        from lkca_edge.apps.console import validation_lines
+        result = validate_artifact(args.artifact, dataset=args.dataset, limit=args.limit,
+                                   threads=args.threads, verify=not args.no_verify,
+                                   remote=args.remote, remote_command=args.remote_command,
+                                   ssh_options=args.ssh_option)
+    if args.json:
+        print_json({**layers.to_dict(), "validation": result.to_dict()} if layers
+                   else result.to_dict())
+    else:
+        from lkca_edge.apps.console import layer_lines, validation_lines
 
         for line in validation_lines(result.to_dict()):
             say(line)
+        if layers is not None:
+            for line in layer_lines(layers.to_dict()):
+                say(line)
     return 0 if result.passed is not False else 3

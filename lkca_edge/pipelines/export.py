@@ -45,6 +45,7 @@ class ExportRequest:
     input: str | None = None  # "tensor" | "image"; None: the backend's default
     dynamic_batch: bool = False  # a variable batch dimension (validated at batch 1 and 4)
     ort: bool = False  # ONNX only: write the ORT Mobile format (.ort) instead of .onnx
+    fallback: bool = False  # int8 gate failed: keep the layers adding the most error in float
 
 
 @dataclass
@@ -202,18 +203,53 @@ def _convert_validate_write(req, model, backend, recipe, form, data, calibration
     # form "fused": the compact fused network; an image input puts the normalization in front
     graph_model = backend.graph_for(graph_model, app)
     trained = bool(getattr(model, "trained", True))
+    if recipe.option("mixed") and not req.validate:
+        raise UserError(f"recipe {recipe.name} chooses its float layers by validating: "
+                        f"drop --no-validate")
     with atomic_path(artifact, replace=replaceable) as tmp:
+        def convert(r):
+            with quiet():
+                return backend.convert(graph_model, example, r, calibration, tmp, app=app)
+
         t0 = time.perf_counter()
-        with quiet():
-            conversion = backend.convert(graph_model, example, recipe, calibration, tmp, app=app)
+        conversion = convert(recipe)
         seconds = time.perf_counter() - t0
 
         validation = pack = None
         if req.validate:
             validation, pack = _validate(req, model, backend, recipe, tmp, data, trained, app)
+
+            def validate():
+                return _validate(req, model, backend, recipe, tmp, data, trained, app)[0]
+
+            def measure():
+                from lkca_edge.pipelines.per_layer import measure_layers
+
+                x = data.test_x[:req.validation_limit or len(data.test_x)]
+                return measure_layers(backend, tmp, model, x, precision=recipe.precision,
+                                      recipe=recipe.name, threads=req.threads,
+                                      inputs=model.preprocessing.as_input(x, app.input_kind))
+
+            fallback = req.fallback and validation.passed is False
+            if recipe.option("mixed") or fallback:
+                if recipe.precision != "int8" or not backend.keeps_layers_float:
+                    raise GateFailed(
+                        f"{artifact.name} failed its {recipe.precision} gate: "
+                        f"{'; '.join(validation.failures)}; --fallback keeps layers in float only "
+                        f"in int8 exports of {', '.join(_float_capable())} (nothing written)")
+                from lkca_edge.pipelines.mixed import keep_sensitive_layers_float
+
+                outcome = keep_sensitive_layers_float(recipe, conversion, validation,
+                                                      convert=convert, validate=validate,
+                                                      measure=measure, fallback=fallback)
+                recipe, conversion, validation = outcome.recipe, outcome.conversion, outcome.validation
+                seconds += outcome.seconds
             if validation.passed is False and req.enforce_gate:
+                floated = (conversion.details or {}).get("float_layers")
                 raise GateFailed(f"{artifact.name} failed its {recipe.precision} gate: "
-                                 f"{'; '.join(validation.failures)} (nothing written)")
+                                 f"{'; '.join(validation.failures)}"
+                                 + (f" with {', '.join(floated)} in float" if floated else "")
+                                 + _worst_layers(measure) + " (nothing written)")
         pack_entry = None
         if pack is not None:
             pack_entry = _write_pack(pack_path(artifact), pack)
@@ -326,3 +362,21 @@ def app_info(model, recipe, input_kind: str, dynamic_batch: bool, dataset_labels
                    version=f"{name} {recipe.name}, lkca-edge {__version__}",
                    labels=labels, preprocessing=model.preprocessing.to_dict(),
                    input_kind=input_kind, dynamic_batch=dynamic_batch)
+
+
+
+def _worst_layers(measure) -> str:
+    """"; layers adding the most error: ..." from a per-layer measurement (why not, if it fails)."""
+    try:
+        layers = measure()
+    except Exception as exc:  # noqa: BLE001 - the gate's failure is the message; this adds to it
+        from lkca_edge.errors import first_line
+
+        return f"; no per-layer measurement ({first_line(exc)})"
+    return f"; layers adding the most error: {layers.worst_text()}"
+
+
+def _float_capable() -> list[str]:
+    from lkca_edge.converters import backend_names, get_backend
+
+    return [b for b in backend_names() if get_backend(b).keeps_layers_float]

@@ -140,3 +140,29 @@ def has_dynamic_batch(manifest) -> bool:
     """True when the manifest's input has a named (dynamic) batch dimension."""
     shape = (manifest.inputs[0].get("shape") if manifest.inputs else None) or [1]
     return isinstance(shape[0], str)
+
+
+def validate_per_layer(artifact, dataset: str | None = None, limit: int | None = None,
+                       threads: int = 1, verify: bool = True):
+    """`lkca-edge validate --per-layer`: the validation and every layer's error against the fp32
+    source, on the same images. It runs whatever the gate says: a failing artifact is when the
+    layers matter. Needs torch (the source model's layers are the reference)."""
+    from lkca_edge.pipelines.artifacts import open_artifact
+    from lkca_edge.pipelines.per_layer import measure_layers
+    from lkca_edge.preprocessing import Preprocessing
+
+    result = validate_artifact(artifact, dataset=dataset, limit=limit, threads=threads,
+                               verify=verify)
+    if importlib.util.find_spec("torch") is None:
+        raise UserError("--per-layer compares with the fp32 source model's layers, which needs "
+                        "torch (pip install 'lkca-edge[convert]')")
+    from lkca_edge.builder import rebuild_source_model
+
+    artifact, manifest, backend = open_artifact(artifact, verify=False)  # verified just above
+    prep = Preprocessing.from_dict(manifest.preprocessing)
+    x = validation_inputs(artifact, manifest, prep, dataset, limit)[0]
+    layers = measure_layers(backend, artifact, rebuild_source_model(manifest), x,
+                            inputs=prep.as_input(x, manifest.input_kind),
+                            precision=manifest.precision,
+                            recipe=(manifest.recipe or {}).get("name", ""), threads=threads)
+    return result, layers

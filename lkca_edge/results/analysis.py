@@ -80,8 +80,10 @@ def _rejection(c: dict, name: str, prof: dict) -> str | None:
         return f"its {c.get('failed_step') or 'run'} failed ({c.get('error') or 'no reason recorded'})"
     if c["backend"] not in prof["backends"]:
         return f"{name} does not run {c['backend']} (it runs {', '.join(prof['backends'])})"
-    if c["precision"] not in prof["precisions"]:
-        return f"{name} does not run {c['precision']} models (it runs {', '.join(prof['precisions'])})"
+    # a variant cell (int8-mixed) runs where its artifact's precision does
+    precision = (c.get("manifest") or {}).get("precision", c["precision"])
+    if precision not in prof["precisions"]:
+        return f"{name} does not run {precision} models (it runs {', '.join(prof['precisions'])})"
     validation = c.get("validation") or {}
     latency = (c.get("profile") or {}).get("latency_ms")
     if latency is None and metric(c, "latency_p90_ms") is not None:
