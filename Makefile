@@ -23,12 +23,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/lkca-edge bench
 
+# Both cores, one test file per worker (module fixtures such as the bench run are made once).
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # The fast tier: no conversions of their own, no training, no bench runs; on both cores.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench-perf: $(STAMP)
 	$(PY) benchmarks/operator_forms.py
