@@ -20,6 +20,7 @@ from lkca_edge.converters.base import (MAX_ARTIFACT_BYTES, AppInfo, Backend, Con
                                        Recipe, Runner, float_io, inside, num_outputs,
                                        register_backend)
 from lkca_edge.errors import UserError, first_line
+from lkca_edge.fileio import final_name
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 OPSET = 20
@@ -495,7 +496,7 @@ class OnnxBackend(Backend):
             raise UserError(f"the ORT format conversion failed ({tail[-1][:200] if tail else 'no output'})")
         ort_files[0].replace(out_path)
         # The converter names the model it read by its temporary path; name the artifact.
-        lines = [f"# - {_final_name(out_path)}"
+        lines = [f"# - {final_name(out_path)}"
                  if ln.startswith("# - ") else ln for ln in configs[0].read_text().splitlines()]
         return REQUIRED_OPERATORS, ("\n".join(lines) + "\n").encode("utf-8")
 
@@ -592,17 +593,6 @@ class OnnxBackend(Backend):
                 "io": {"inputs": [{"name": i.name, "shape": i.shape, "type": i.type} for i in sess.get_inputs()],
                        "outputs": [{"name": o.name, "shape": o.shape, "type": o.type} for o in sess.get_outputs()]},
                 "metadata_keys": sorted(meta.custom_metadata_map)}
-
-
-def _final_name(path: Path) -> str:
-    """The artifact's name for a path written under an atomic temporary name
-    (``.stem.XXXX.partial.ort`` -> ``stem.ort``)."""
-    name = path.name
-    if name.startswith(".") and ".partial" in name:
-        stem = name[1:].rsplit(".", 1)[0]          # 'stem.XXXX.partial'
-        stem = stem.rsplit(".", 2)[0]              # 'stem'
-        return stem + path.suffix
-    return name
 
 
 def _name_batch_dim(path: Path) -> None:

@@ -142,6 +142,14 @@ def ensure_dir(path: str | Path) -> Path:
     return path
 
 
+def final_name(path: str | Path) -> str:
+    """The name ``atomic_path`` will give a temporary path it yielded (``.stem.<tag>.<random>
+    .partial.ort`` -> ``stem.ort``); any other path keeps its name."""
+    name = Path(path).name
+    m = re.fullmatch(r"\.(?P<stem>.+)\.\d+-\d+\.[^.]+\.partial(?P<suffix>\..*)?", name)
+    return m["stem"] + (m["suffix"] or "") if m else name
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, replace: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.

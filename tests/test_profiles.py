@@ -190,7 +190,7 @@ def test_profile_json_onnx_fp32_and_int8(onnx_artifacts):
     assert int8["size_bytes"] < fp32["size_bytes"] / 2
     assert int8["param_bytes"] == int8["params"]
     # quantized kernels ran (the default ONNX int8 recipe is dynamic: DynamicQuantizeMatMul)
-    assert any(o["op"].startswith(("Q", "DynamicQuantize")) for o in int8["ops"])
+    assert any(o["type"].startswith(("Q", "DynamicQuantize")) for o in int8["ops"])
 
 
 @pytest.mark.slow

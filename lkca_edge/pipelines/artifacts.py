@@ -23,10 +23,27 @@ def open_artifact(path: str | Path, verify: bool = True):
     manifest = read_manifest(artifact)
     backend = get_backend(manifest.backend)
     backend.check_artifact_file(artifact)
-    files = backend.artifact_files(artifact)
+    try:
+        files = backend.artifact_files(artifact)
+    except UserError as exc:
+        if verify and _changed_since_export(artifact, manifest):
+            raise UserError(f"{artifact} does not match its manifest: the file changed since "
+                            f"export and is now refused ({exc}); re-export it") from None
+        raise
     if verify:
         verify_artifact(artifact, manifest, files)
     return artifact, manifest, backend
+
+
+def _changed_since_export(artifact: Path, manifest) -> bool:
+    """For an artifact whose files cannot even be listed (unparsable, a path leaving it): do its
+    own bytes differ from the manifest's sha256? Then the change, not the file, is the news."""
+    from lkca_edge.converters.base import MAX_ARTIFACT_BYTES
+    from lkca_edge.manifest import sha256_of
+
+    if artifact.is_symlink() or not artifact.is_file() or artifact.stat().st_size > MAX_ARTIFACT_BYTES:
+        return False
+    return sha256_of(artifact) != manifest.sha256
 
 
 def static_check(backend, artifact) -> dict:
