@@ -247,7 +247,10 @@ def _layers_figure(cell: dict):
 
 
 def _layer_plot_name(cell: dict) -> str:
-    return "layers_" + "_".join(cell_key(cell)).replace("/", "-")
+    import re
+
+    # a file name from model/backend/precision names read from results: nothing else in it
+    return "layers_" + re.sub(r"[^A-Za-z0-9._-]", "-", "_".join(cell_key(cell)))
 
 
 # -- operator time -------------------------------------------------------------------------------------

@@ -24,13 +24,14 @@ from __future__ import annotations
 import importlib.util
 import re
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from lkca_edge.errors import UserError
+from lkca_edge.converters.base import read_artifact
+from lkca_edge.fileio import temporary_directory
 
 XNNPACK_ID = "XnnpackBackend"
 FLAG_EXTERNAL_OUTPUT = 0x2
@@ -48,7 +49,7 @@ def _xnn_schema():
     from executorch.exir._serialize._flatbuffer import _get_flatc_path
 
     schema = Path(serialization.__path__[0]) / "runtime_schema.fbs"
-    with tempfile.TemporaryDirectory(prefix="lkca-xnn-schema-") as tmp:
+    with temporary_directory("xnn-schema") as tmp:
         try:
             subprocess.run([_get_flatc_path(), "--python", "--gen-object-api", "--gen-onefile",
                             "-o", tmp, str(schema)], check=True, capture_output=True)
@@ -118,7 +119,7 @@ def read_pte_graph(path: Path, method: str = "forward") -> PteGraph:
 
     schema = _xnn_schema()
     node_types = _enum_names(schema.XNodeUnion)
-    pte = deserialize_pte_binary(Path(path).read_bytes())
+    pte = deserialize_pte_binary(read_artifact(path))
     plans = {p.name: i for i, p in enumerate(pte.program.execution_plan)}
     if method not in plans:
         raise UserError(f"{path} has no {method!r} method")

@@ -22,12 +22,14 @@ isolated; their time stays in the remainder.
 from __future__ import annotations
 
 import copy
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from lkca_edge.converters.base import read_artifact
+from lkca_edge.fileio import temporary_directory
 
 TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier at bytes 4..8 of every .tflite
 _NOT_ISOLATED = {"RESHAPE": "already a data-movement op",
@@ -211,9 +213,9 @@ def class_times(path: Path, open_interpreter, set_input, op_counts: dict[str, in
     base = open_interpreter(path, None)
     set_input(base)
     _time(base, 5)
-    content = Path(path).read_bytes()
+    content = read_artifact(path)
     entries, skipped, base_times = [], {}, []
-    with tempfile.TemporaryDirectory(prefix="lkca-op-classes-") as tmp:
+    with temporary_directory("op-classes") as tmp:
         for op_type, count in op_counts.items():
             if op_type in _NOT_ISOLATED:
                 skipped[op_type] = _NOT_ISOLATED[op_type]

@@ -324,6 +324,15 @@ def get_backend(name: str) -> Backend:
     return _BACKENDS[resolve_backend_name(name)]
 
 
+
+def read_artifact(path: str | Path) -> bytes:
+    """An artifact's bytes for a second look (taps, op classes, inspection): a regular file,
+    within ``MAX_ARTIFACT_BYTES``."""
+    from lkca_edge.safeio import read_bytes
+
+    return read_bytes(path, "artifact", limit=MAX_ARTIFACT_BYTES)
+
+
 def package_files(root: Path, what: str) -> list[Path]:
     """The regular files of an artifact directory (a .mlpackage), walked without following
     links; a symlink or any member that is not a regular file or directory is refused, so the

@@ -497,8 +497,17 @@ class CoreMLBackend(Backend):
         from lkca_edge.converters import _coreml_estimate, _coreml_static
 
         path = Path(path)
+        prep = getattr(model, "preprocessing", None)
         net = model.export_module() if hasattr(model, "export_module") else model
         info = self.inspect(path)
+        if info["inputs"] and info["inputs"][0].get("type") == "image" and prep is not None:
+            from lkca_edge.image_input import scale_channels
+
+            # as validate_static: the std folded into the first layer, fed the ImageType's input
+            affine = ImageAffine.of(prep)
+            net = scale_channels(net, affine.multipliers)
+            pixels = images if images.dtype == np.uint8 else prep.to_pixels(images)
+            images = affine.network_input(pixels)
         report = _coreml_static.match_weights(_coreml_static.stored_tensors(self._read_program(path)), net)
         if report["failures"]:
             raise UserError(f"{path}: the stored weights do not match the source "

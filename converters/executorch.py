@@ -13,15 +13,16 @@ import contextlib
 import importlib.util
 import json
 import struct
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from lkca_edge.converters.base import (AppInfo, Backend, ConversionResult, Recipe, Runner,
-                                       float_io, num_outputs, register_backend)
+                                       float_io, num_outputs, read_artifact,
+                                       register_backend)
 from lkca_edge.errors import UserError, first_line
+from lkca_edge.fileio import temporary_directory
 from lkca_edge.logs import quiet
 
 METHOD = "forward"
@@ -184,10 +185,10 @@ class ExecuTorchRunner(Runner):
         warmup = 3
         program = Runtime.get().load_program(self._path, enable_etdump=True, debug_buffer_size=0)
         method = program.load_method(METHOD)
-        xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+        xt = torch.from_numpy(np.ascontiguousarray(x, self.input_dtype))  # pixels for image inputs
         for _ in range(warmup + runs):
             method.execute([xt])
-        with tempfile.TemporaryDirectory(prefix="lkca-etdump-") as tmp:
+        with temporary_directory("etdump") as tmp:
             etdump = str(Path(tmp) / "run.etdp")
             program.write_etdump_result_to_file(etdump, str(Path(tmp) / "debug.bin"))
             from executorch.devtools import Inspector
@@ -488,7 +489,7 @@ def _read_program(path: Path) -> dict:
     # The Python flatbuffer reader has no verifier (corrupt bytes fail anywhere, as TypeError,
     # IndexError, ...): let the runtime's verifier refuse a bad file first, with one line.
     _load_program(path)
-    pte = deserialize_pte_binary(path.read_bytes())
+    pte = deserialize_pte_binary(read_artifact(path))
     program = pte.program
     plans = {}
     for plan in program.execution_plan:

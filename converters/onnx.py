@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from lkca_edge.converters.base import (MAX_ARTIFACT_BYTES, AppInfo, Backend, Con
                                        Recipe, Runner, float_io, inside, num_outputs,
                                        register_backend)
 from lkca_edge.errors import UserError, first_line
-from lkca_edge.fileio import final_name
+from lkca_edge.fileio import final_name, temporary_directory
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 OPSET = 20
@@ -75,8 +74,12 @@ class OrtRunner(Runner):
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, self.input_dtype)})[0]
 
     # -- intermediate values -----------------------------------------------------------------------
-    tap_method = ("ONNX Runtime on the artifact with the layers' tensors added as extra graph "
-                  "outputs (in memory; the file is not changed)")
+    @property
+    def tap_method(self) -> str:
+        if Path(self._path).suffix == ".ort":  # a flatbuffer: no ModelProto to add outputs to
+            return ""
+        return ("ONNX Runtime on the artifact with the layers' tensors added as extra graph "
+                "outputs (in memory; the file is not changed)")
 
     def _proto(self):
         if getattr(self, "_model_proto", None) is None:
@@ -141,13 +144,13 @@ class OrtRunner(Runner):
         from lkca_edge.converters._graph import locate_layers, op_layer_names, op_table
 
         layer_of: dict[str, str] = {}
-        if dims:
+        if dims and self.tap_method:  # an .ort file has no ModelProto to map nodes from
             graph = self.tensor_graph()
             layer_of = op_layer_names(graph, locate_layers(graph, *dims))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self._threads
         opts.enable_profiling = True
-        with tempfile.TemporaryDirectory() as d:
+        with temporary_directory("ort-profile") as d:
             opts.profile_file_prefix = str(Path(d) / "ort")
             sess = ort.InferenceSession(str(self._path), opts, providers=["CPUExecutionProvider"])
             warmup = 5
@@ -418,7 +421,7 @@ class OnnxBackend(Backend):
         ort_format = out_path.suffix == ".ort"
         companions: dict[str, bytes] = {}
         details: dict = {"opset": OPSET}
-        with tempfile.TemporaryDirectory() as work:
+        with temporary_directory("onnx-convert") as work:
             work = Path(work)
             fp32_path, onnx_path = work / "fp32.onnx", work / "model.onnx"
             self._export(model, example, fp32_path, dynamic)

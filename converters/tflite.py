@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from lkca_edge.converters._tflite_ops import TFLITE_IDENTIFIER
 from lkca_edge.converters.base import (AppInfo, Backend, ConversionResult, Recipe, Runner,
-                                       io_spec, register_backend)
+                                       io_spec, read_artifact, register_backend)
 from lkca_edge.errors import BackendUnavailable, UserError, first_line
+from lkca_edge.fileio import temporary_directory
 from lkca_edge.logs import debug_enabled, quiet
 
 
@@ -189,8 +189,8 @@ class LiteRTRunner(Runner):
         every image, from a copy of the model with those tensors appended to its outputs."""
         key = tuple(values)
         if getattr(self, "_tapped", (None,))[0] != key:  # one tapped model per set of values
-            content = with_extra_outputs(self._path.read_bytes(), [int(v) for v in values])
-            with tempfile.TemporaryDirectory(prefix="lkca-taps-") as tmp:
+            content = with_extra_outputs(read_artifact(self._path), [int(v) for v in values])
+            with temporary_directory("taps") as tmp:
                 path = Path(tmp) / "taps.tflite"
                 path.write_bytes(content)
                 interp = _open_interpreter(path, self._threads)
@@ -299,7 +299,7 @@ class LiteRTBackend(Backend):
                             f"the PT2E recipes can)")
         model, float_types = keep_layers_float(model, recipe.option("float_layers", ()))
         keep_float = keep_float + float_types
-        with tempfile.TemporaryDirectory() as work, _converter_progress_off(), _layout_hint(recipe):
+        with temporary_directory("tflite-convert") as work, _converter_progress_off(), _layout_hint(recipe):
             if tool == "pt2e":
                 quantizer = self._pt2e_quantizer(recipe, keep_float)
                 graph = self._quantize_pt2e(model, example, quantizer, calibration, recipe)

@@ -22,6 +22,7 @@ import subprocess
 from pathlib import Path
 
 from lkca_edge.errors import UserError
+from lkca_edge.fileio import temporary_directory
 
 REMOTE_DIR = "/data/local/tmp/lkca-edge"
 NUM = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
@@ -302,9 +303,7 @@ def profile_over_adb(artifact: Path, manifest, profile, runner, threads, runs, w
                    f"--cpu_threads={used}")
             input_note = "inputs: executor_runner's default (all ones)"
             if timing is not None and manifest.inputs and manifest.inputs[0].get("dtype") == "float32":
-                import tempfile
-
-                with tempfile.TemporaryDirectory() as tmp:
+                with temporary_directory("adb") as tmp:
                     import numpy as np
 
                     x = timing.images

@@ -24,12 +24,12 @@ import shlex
 import shutil
 import subprocess
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from lkca_edge.errors import UserError
+from lkca_edge.fileio import temporary_directory
 
 SSH_CONFIG_ENV = "LKCA_EDGE_SSH_CONFIG"
 SSH_OPTIONS_ENV = "LKCA_EDGE_SSH_OPTIONS"
@@ -211,7 +211,7 @@ def run_on_board(target: SshTarget, command: str | None, arguments: list[str],
         raise UserError("--remote-command is empty")
     script = board_script(words, arguments)
     argv = ssh_argv(target, "sh -c " + shlex.quote(script), options)
-    with tempfile.TemporaryDirectory(prefix="lkca-remote-") as tmp:
+    with temporary_directory("remote") as tmp:
         bundle = _bundle(files, Path(tmp))
         try:
             with open(bundle, "rb") as stdin:

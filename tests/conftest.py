@@ -42,20 +42,38 @@ def export_dir(tmp_path_factory):
 def exported(lkca1m, digits, tmp_path_factory):
     """``exported(backend, precision=None, recipe=None, **request_fields) -> ExportResult``:
     lkca-1m (shipped digits weights) exported, validated on every digits test image, once per
-    session per distinct request. The files are shared: treat them as read-only and
-    ``copy_artifact`` them before changing anything."""
-    from lkca_edge.pipelines.export import ExportRequest, export_model
+    test run per distinct request, shared by the xdist workers (the first to ask converts, under
+    a file lock; the others read its files). Treat the files as read-only and ``copy_artifact``
+    them before changing anything."""
+    import fcntl
+    import hashlib
 
-    root = tmp_path_factory.mktemp("exported")
+    from lkca_edge.manifest import Manifest, read_manifest
+    from lkca_edge.pipelines.export import ExportRequest, ExportResult, export_model
+
+    base = tmp_path_factory.getbasetemp()
+    # under xdist each worker's base is <run>/popen-gwN: the run's directory is shared
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "exported-shared"
+    root.mkdir(exist_ok=True)
     cache: dict = {}
 
     def get(backend: str, precision: str | None = None, recipe: str | None = None, **fields):
         key = (backend, precision, recipe, tuple(sorted(fields.items())))
         if key not in cache:
-            out = root / f"{backend}-{len(cache)}"
-            req = ExportRequest(model="lkca-1m", backend=backend, precision=precision,
-                                recipe=recipe, out=str(out), **fields)
-            cache[key] = export_model(req, model=lkca1m, dataset=digits)
+            digest = hashlib.sha256(repr(key).encode()).hexdigest()[:12]
+            out, done = root / f"{backend}-{digest}", root / f"{backend}-{digest}.done"
+            with open(root / f".{digest}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if done.exists():
+                    artifact = out / done.read_text().strip()
+                    cache[key] = ExportResult(artifact, read_manifest(artifact),
+                                              Manifest.path_for(artifact))
+                else:
+                    shutil.rmtree(out, ignore_errors=True)
+                    req = ExportRequest(model="lkca-1m", backend=backend, precision=precision,
+                                        recipe=recipe, out=str(out), **fields)
+                    cache[key] = export_model(req, model=lkca1m, dataset=digits)
+                    done.write_text(cache[key].artifact.name)
         return cache[key]
 
     return get

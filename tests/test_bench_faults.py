@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# --limit: validation (and the int8 cells' per-layer tables) on 60 images keeps each cell short
 BENCH = ["bench", "--backends", "onnx", "tflite", "--precisions", "fp32", "int8", "--runs", "5",
-         "--warmup", "1", "--op-runs", "0"]
+         "--warmup", "1", "--op-runs", "0", "--limit", "60"]
 GRID = [("lkca-1m", b, p) for b in ("onnx", "tflite") for p in ("fp32", "int8")]
 FINAL = ("results.json", "results.csv", "report.md", "report.html")
 
@@ -231,7 +232,7 @@ def test_sigkill_then_resume_takes_over_the_lock(tmp_path):
     and --resume takes the dead process's lock over and finishes the run."""
     run_dir = tmp_path / "run"
     args = ["bench", "--backends", "onnx", "--precisions", "fp32", "int8", "--runs", "5",
-            "--warmup", "1", "--op-runs", "0", "--out", str(run_dir), "--no-history", "--no-progress"]
+            "--warmup", "1", "--op-runs", "0", "--limit", "60", "--out", str(run_dir), "--no-history", "--no-progress"]
     proc = _start_bench(args)
     try:
         _wait_for_a_cell(proc, run_dir)

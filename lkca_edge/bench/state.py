@@ -10,6 +10,8 @@ from pathlib import Path
 from lkca_edge.bench.config import BenchConfig
 from lkca_edge.bench.lock import read_json
 from lkca_edge.errors import UserError
+from lkca_edge.results.schema import SCHEMA as RESULTS_SCHEMA
+from lkca_edge.results.schema import check_results
 
 RUN_SCHEMA = "lkca-edge-bench-run/1"
 CELL_SCHEMA = "lkca-edge-bench-cell/1"
@@ -19,7 +21,7 @@ LOCK_FILE = ".lock"        # PID, host and start time of the bench using the dir
 FINAL_OUTPUTS = ("results.json", "results.csv", "report.md", "report.html", "plots")
 OPTIONS = ("models", "backends", "precisions", "device", "runs", "warmup", "op_runs", "threads",
             "db", "record", "checkpoint", "dataset", "validation_limit", "profiles_dir", "argv",
-           "wide", "remote", "remote_command", "ssh_options")
+           "wide", "remote", "remote_command", "ssh_options", "per_layer")
 
 
 def cell_file(out_dir: Path, model: str, backend: str, precision: str) -> Path:
@@ -78,6 +80,11 @@ def load_finished_cells(out_dir: Path, run_id: str, grid: list[tuple[str, str, s
             continue
         if doc.get("run_id") != run_id:
             warn(f"ignoring {path}: it belongs to another run")
+            continue
+        try:  # the report reads every field of it: the same types a results file must have
+            check_results({"schema": RESULTS_SCHEMA, "run": {}, "cells": [cell]}, str(path))
+        except UserError as exc:
+            warn(f"ignoring {path}: {exc} (the cell runs again)")
             continue
         key = (cell["model"], cell["backend"], cell["precision"])
         if key in grid:

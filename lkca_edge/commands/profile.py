@@ -121,11 +121,11 @@ def print_summary(r) -> None:
                     layers[o["module"]] = layers.get(o["module"], 0.0) + o["ms"]
             if layers:
                 top_layers = sorted(layers.items(), key=lambda kv: -kv[1])[:5]
-                print("  top layers: " + ", ".join(f"{k} {v:.3f} ms" for k, v in top_layers))
+                say("  top layers: " + ", ".join(f"{k} {v:.3f} ms" for k, v in top_layers))
             if r.details.get("ops_method"):
-                print(f"  ops: {r.details['ops_method']}")
+                say(f"  ops: {r.details['ops_method']}")
             if r.details.get("ops_note"):
-                print(f"  ops note: {r.details['ops_note']}")
+                say(f"  ops note: {r.details['ops_note']}")
         else:
             say("  op counts: " + ", ".join(f"{o['op']} x{o.get('count')}" for o in r.ops[:8]))
     elif r.mode == "measured" and r.details.get("op_runs"):

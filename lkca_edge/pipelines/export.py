@@ -203,6 +203,9 @@ def _convert_validate_write(req, model, backend, recipe, form, data, calibration
     # form "fused": the compact fused network; an image input puts the normalization in front
     graph_model = backend.graph_for(graph_model, app)
     trained = bool(getattr(model, "trained", True))
+    if (recipe.option("mixed") or req.fallback) and req.ort:
+        raise UserError("an .ort file exposes no intermediate tensors to choose float layers by: "
+                        "export the .onnx with this recipe or --fallback (drop --ort)")
     if recipe.option("mixed") and not req.validate:
         raise UserError(f"recipe {recipe.name} chooses its float layers by validating: "
                         f"drop --no-validate")

@@ -16,13 +16,13 @@ export names, and the order in which mixed precision keeps layers in float.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from lkca_edge.errors import UserError
+from lkca_edge.fileio import final_name, temporary_directory
 
 CHUNK = 32  # images per tapped run in the child: bounds its memory for any test-set size
 WORST = 3
@@ -187,6 +187,9 @@ def measure_layers(backend, artifact, model, images: np.ndarray, *, precision: s
 
     if len(images) == 0:
         raise UserError("per-layer comparison needs at least one image")
+    if getattr(model, "config", None) is None or not hasattr(model, "blocks"):
+        raise UserError("per-layer comparison names the layers of a zoo architecture "
+                        "(patch_embed, blocks.i, head); this model is not one")
     reference, stream = reference_layers(model, images)
     order = list(reference)
     depth = len(stream) // 2
@@ -195,7 +198,7 @@ def measure_layers(backend, artifact, model, images: np.ndarray, *, precision: s
     if reason is None:
         from lkca_edge.isolation import run_isolated
 
-        with tempfile.TemporaryDirectory(prefix="lkca-layers-") as tmp:
+        with temporary_directory("layers") as tmp:
             ref_file = Path(tmp) / "reference.npz"
             np.savez(ref_file, **reference, **{f"stream.{k}": s for k, s in enumerate(stream)})
             dims = (c.depth, (c.image_size // c.patch_size) ** 2, c.dim)
@@ -203,7 +206,7 @@ def measure_layers(backend, artifact, model, images: np.ndarray, *, precision: s
             out = run_isolated(_in_runtime, backend.name, str(artifact), np.ascontiguousarray(feed),
                                str(ref_file), dims,
                                threads, what=f"the {backend.name} runtime reading the layers of "
-                                             f"{Path(artifact).name}")
+                                             f"{final_name(artifact)}")
         return _result(out["stats"], order, depth, backend=backend.name, precision=precision,
                        recipe=recipe, mode="measured", n=len(images), method=out["method"],
                        shift=out["shift"], missing=out["missing"])

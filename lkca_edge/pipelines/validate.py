@@ -158,6 +158,9 @@ def validate_per_layer(artifact, dataset: str | None = None, limit: int | None =
                         "torch (pip install 'lkca-edge[convert]')")
     from lkca_edge.builder import rebuild_source_model
 
+    from lkca_edge.hostinfo import cap_threads
+
+    threads = cap_threads(threads)
     artifact, manifest, backend = open_artifact(artifact, verify=False)  # verified just above
     prep = Preprocessing.from_dict(manifest.preprocessing)
     x = validation_inputs(artifact, manifest, prep, dataset, limit)[0]

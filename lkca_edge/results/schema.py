@@ -91,7 +91,14 @@ CELL_FIELDS = {"model": str, "backend": str, "precision": str, "status": str, "r
                "form": _OPT_TEXT, "failed_step": _OPT_TEXT, "error": _OPT_TEXT, "mode": _OPT_TEXT,
                "note": _OPT_TEXT, "artifact": _OPT_TEXT, "metrics": dict | None,
                "validation": dict | None, "profile": dict | None, "delegation": dict | None,
-               "manifest": dict | None}
+               "manifest": dict | None, "per_layer": dict | None}
+# What the report reads from a cell's per-layer table and per-operator times.
+_NUM = float | None
+LAYER_FIELDS = {"name": str, "sqnr_db": _NUM, "max_abs_err": _NUM, "cosine": _NUM,
+                "mean_abs_err": _NUM}
+OP_FIELDS = {"name": _OPT_TEXT, "type": _OPT_TEXT, "module": _OPT_TEXT, "op": _OPT_TEXT,
+             "count": _NUM, "total_ms": _NUM, "mean_ms": _NUM, "share": _NUM, "ms": _NUM,
+             "delegated": bool | None}
 RUN_FIELDS = {"id": _OPT_TEXT, "time": _OPT_TEXT, "finished": _OPT_TEXT, "device": _OPT_TEXT,
               "command_line": _OPT_TEXT, "out_dir": _OPT_TEXT, "complete": bool | None,
               "models": list[str] | None, "backends": list[str] | None,
@@ -126,7 +133,29 @@ def check_results(results, source: str = "results") -> dict:
         if isinstance(c.get("profile"), dict) and "latency_ms" in c["profile"]:
             check_value(c["profile"]["latency_ms"], dict[str, float | None] | None, source,
                         f"cells[{i}].profile.latency_ms")
+        _check_rows(((c.get("per_layer") or {}).get("layers")), LAYER_FIELDS, source,
+                    f"cells[{i}].per_layer.layers")
+        _check_rows(((c.get("profile") or {}).get("ops")), OP_FIELDS, source,
+                    f"cells[{i}].profile.ops")
+        mixed = ((c.get("manifest") or {}).get("details") or {}).get("mixed_precision")
+        if mixed is not None:
+            check_value(mixed, dict, source, f"cells[{i}].manifest.details.mixed_precision")
+            check_value(mixed.get("float_layers", []), list[str], source,
+                        f"cells[{i}].manifest.details.mixed_precision.float_layers")
     return results
+
+
+def _check_rows(rows, fields: dict, source: str, where: str) -> None:
+    """A list of objects whose known keys have the types in ``fields`` (None: nothing to check)."""
+    from lkca_edge.schemas import check_value
+
+    if rows is None:
+        return
+    check_value(rows, list[dict], source, where)
+    for j, row in enumerate(rows):
+        for key, hint in fields.items():
+            if key in row:
+                check_value(row[key], hint, source, f"{where}[{j}].{key}")
 
 
 def read_results(path: str | Path) -> dict:
