@@ -28,7 +28,7 @@ def _num(v, digits: int = 3) -> str:
         return NA
     if abs(v) >= 100:
         return f"{v:.0f}"
-    return f"{v:.{digits}g}"
+    return f"{v:#.{digits}g}"  # 2.00, not 2
 
 
 def _pct(v) -> str:
@@ -274,11 +274,22 @@ def op_breakdown(cell: dict, top: int = 10) -> tuple[Table, Table | None, str]:
     layers = None
     if by_layer:
         layers = Table(["layer", "ms / run", "share"],
-                       [[name, f"{ms:.4f}", f"{ms / total:.0%}"] for name, ms in by_layer.items()],
+                       [[name, f"{ms:.4f}", f"{ms / total:.0%}"]
+                        for name, ms in sorted(by_layer.items(), key=lambda kv: _layer_order(kv[0]))],
                        ["l", "r", "r"])
     d = (cell.get("profile") or {}).get("details") or {}
     how = "; ".join(x for x in (d.get("ops_method"), d.get("ops_note")) if x)
     return types, layers, how
+
+
+def _layer_order(name: str) -> tuple:
+    """Execution order of the source's layers: patch_embed, blocks.i (mixer, mlp), head."""
+    import re
+
+    m = re.fullmatch(r"blocks\.(\d+)(?:\.(mixer|mlp))?", name)
+    if m:
+        return (1, int(m[1]), {"mixer": 0, "mlp": 1, None: 2}[m[2]], name)
+    return ({"patch_embed": 0, "head": 2}.get(name, 3), 0, 0, name)
 
 
 # -- mixed precision -----------------------------------------------------------------------------------
