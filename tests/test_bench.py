@@ -27,7 +27,7 @@ from lkca_edge.results import SCHEMA, ResultsStore, new_run_id, pareto_front
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS, WARMUP, OP_RUNS = 10, 2, 2
-LIMIT = 150  # held-out digits each cell validates on (and its per-layer table reads)
+LIMIT = 100  # held-out digits each cell validates on (and its per-layer table reads)
 PRECISIONS = ["fp32", "int8"]
 
 
