@@ -399,10 +399,9 @@ class OnnxBackend(Backend):
     runtime_extra = "runtime-onnx"
     recipes = RECIPES
     keeps_layers_float = True
-    # int8 default: dynamic. Faster than static QOperator / QDQ on lkca-1m (form fused, 1 thread:
-    # 0.994 vs 1.094 / 1.051 ms) and closer to fp32 (max logit error 0.08 vs 0.24), with no
-    # calibration; ORT's static graphs add a Quantize/DequantizeLinear and a QLinearAdd per
-    # residual. Numbers: benchmarks/README.md, run of 2026-11-22.
+    # int8 default: dynamic. It needs no calibration, and ORT's static graphs add a
+    # Quantize/DequantizeLinear and a QLinearAdd per residual; the measured comparison of the
+    # recipes is the operator-forms table in benchmarks/README.md (benchmarks/operator_forms.py).
     default_recipes = {"fp32": "fp32", "int8": "int8-dynamic"}
     runner_class = OrtRunner
     tool_packages = ("onnx", "onnxscript", "onnxruntime", "torch")
