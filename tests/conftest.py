@@ -13,7 +13,18 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+def pytest_configure(config):
+    """Torch sizes its thread pool from OMP_NUM_THREADS. Under xdist the workers already fill
+    the cores, so each gets its share (one thread each for `make test` on 2 cores): pools that
+    oversubscribe the cores spin against each other and made the suite slower. Set in the
+    controller (or a serial run), before any worker starts; an OMP_NUM_THREADS given is kept."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # a worker inherits the controller's setting
+    workers = getattr(config.option, "numprocesses", None) or 1
+    if not isinstance(workers, int):  # -n auto and the like: a worker per core
+        workers = os.cpu_count() or 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +69,14 @@ def exported(lkca1m, digits, tmp_path_factory):
     cache: dict = {}
 
     def get(backend: str, precision: str | None = None, recipe: str | None = None, **fields):
-        key = (backend, precision, recipe, tuple(sorted(fields.items())))
+        # one key per distinct export: the resolved recipe, and no field left at its default
+        from lkca_edge.converters import get_backend
+
+        plugin = get_backend(backend)
+        chosen = plugin.recipe(precision, recipe)
+        if fields.get("input") == plugin.input_kind(None):
+            fields.pop("input")
+        key = (plugin.name, chosen.name, tuple(sorted(fields.items())))
         if key not in cache:
             digest = hashlib.sha256(repr(key).encode()).hexdigest()[:12]
             out, done = root / f"{backend}-{digest}", root / f"{backend}-{digest}.done"
@@ -70,8 +88,8 @@ def exported(lkca1m, digits, tmp_path_factory):
                                               Manifest.path_for(artifact))
                 else:
                     shutil.rmtree(out, ignore_errors=True)
-                    req = ExportRequest(model="lkca-1m", backend=backend, precision=precision,
-                                        recipe=recipe, out=str(out), **fields)
+                    req = ExportRequest(model="lkca-1m", backend=plugin.name, recipe=chosen.name,
+                                        out=str(out), **fields)
                     cache[key] = export_model(req, model=lkca1m, dataset=digits)
                     done.write_text(cache[key].artifact.name)
         return cache[key]

@@ -26,10 +26,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# --limit: validation (and the int8 cells' per-layer tables) on 60 images keeps each cell short
-BENCH = ["bench", "--backends", "onnx", "tflite", "--precisions", "fp32", "int8", "--runs", "5",
-         "--warmup", "1", "--op-runs", "0", "--limit", "60"]
-GRID = [("lkca-1m", b, p) for b in ("onnx", "tflite") for p in ("fp32", "int8")]
+# --limit: validation (and the int8 cells' per-layer tables) on 60 images keeps each cell short.
+# A signal test benches one precision on both runtimes: two cells, the signal lands while the
+# second (LiteRT) runs, and --resume runs only that one.
+def bench_args(*precisions: str) -> list[str]:
+    return ["bench", "--backends", "onnx", "tflite", "--precisions", *precisions, "--runs", "5",
+            "--warmup", "1", "--op-runs", "0", "--limit", "60"]
+
+
+def grid(precision: str) -> list[tuple[str, str, str]]:
+    return [("lkca-1m", b, precision) for b in ("onnx", "tflite")]
+
+
+BENCH = bench_args("fp32", "int8")  # only for benches refused before any cell runs
 FINAL = ("results.json", "results.csv", "report.md", "report.html")
 
 
@@ -56,7 +65,7 @@ def cli(argv: list[str]) -> tuple[int, str, str]:
 
 
 def _env() -> dict:
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2")
+    env = dict(os.environ, PYTHONPATH=str(REPO))  # OMP_NUM_THREADS as conftest set it
     env.pop("LKCA_EDGE_DEBUG", None)
     return env
 
@@ -96,9 +105,9 @@ def _snapshot(run_dir: Path) -> dict[str, tuple[bytes, int, dict]]:
     return snap
 
 
-def _interrupt_and_resume(tmp_path: Path, sig: signal.Signals, extra: list[str]):
+def _interrupt_and_resume(tmp_path: Path, sig: signal.Signals, precision: str, extra: list[str]):
     run_dir, db = tmp_path / "run", tmp_path / "history.sqlite"
-    proc = _start_bench([*BENCH, "--out", str(run_dir), "--db", str(db), *extra])
+    proc = _start_bench([*bench_args(precision), "--out", str(run_dir), "--db", str(db), *extra])
     try:
         _wait_for_a_cell(proc, run_dir)
         yield "running", run_dir, db, proc
@@ -111,7 +120,7 @@ def _interrupt_and_resume(tmp_path: Path, sig: signal.Signals, extra: list[str])
     yield "stopped", run_dir, db, (proc.returncode, out, err)
 
 
-def _check_stopped(run_dir: Path, code: int, err: str, sig: signal.Signals) -> dict:
+def _check_stopped(run_dir: Path, code: int, err: str, sig: signal.Signals, cells: list) -> dict:
     assert code == 128 + int(sig), err
     last = err.strip().splitlines()[-1]
     assert last.startswith("lkca-edge bench: interrupted by " + sig.name), err
@@ -126,13 +135,14 @@ def _check_stopped(run_dir: Path, code: int, err: str, sig: signal.Signals) -> d
     state = json.loads((run_dir / "run.json").read_text())
     assert state["complete"] is False and state["options"]["backends"] == ["onnx", "tflite"]
     snap = _snapshot(run_dir)
-    assert 1 <= len(snap) < len(GRID), snap.keys()
+    assert 1 <= len(snap) < len(cells), snap.keys()
     n = int(last.split(" with ")[1].split(" of ")[0])
     assert n == len(snap)
     return snap
 
 
-def _check_resumed(run_dir: Path, db: Path, before: dict, code: int, out: str, err: str) -> dict:
+def _check_resumed(run_dir: Path, db: Path, before: dict, code: int, out: str, err: str,
+                   cells: list) -> dict:
     assert code == 0, err
     assert "Traceback" not in err
     # the cells finished before the signal were not run again: same bytes, same file times,
@@ -142,9 +152,9 @@ def _check_resumed(run_dir: Path, db: Path, before: dict, code: int, out: str, e
         assert after[name][0] == data, name
         assert after[name][1] == mtime, name
         assert after[name][2] == art_mtime, name
-    assert len(after) == len(GRID)
+    assert len(after) == len(cells)
     results = json.loads((run_dir / "results.json").read_text())
-    assert [(c["model"], c["backend"], c["precision"]) for c in results["cells"]] == GRID
+    assert [(c["model"], c["backend"], c["precision"]) for c in results["cells"]] == cells
     assert all(c["status"] == "ok" for c in results["cells"]), [c["error"] for c in results["cells"]]
     stored = {tuple(json.loads(p.read_bytes())["cell"][k] for k in ("model", "backend", "precision")):
               json.loads(p.read_bytes())["cell"] for p in _cell_files(run_dir)}
@@ -161,8 +171,8 @@ def _check_resumed(run_dir: Path, db: Path, before: dict, code: int, out: str, e
     con = sqlite3.connect(db)
     try:
         rows = con.execute("SELECT id, uid, n_ok FROM runs").fetchall()
-        assert len(rows) == 1 and rows[0][1] == run["id"] and rows[0][2] == len(GRID)
-        assert con.execute("SELECT COUNT(*) FROM cells WHERE run_id = ?", (rows[0][0],)).fetchone()[0] == len(GRID)
+        assert len(rows) == 1 and rows[0][1] == run["id"] and rows[0][2] == len(cells)
+        assert con.execute("SELECT COUNT(*) FROM cells WHERE run_id = ?", (rows[0][0],)).fetchone()[0] == len(cells)
     finally:
         con.close()
     return results
@@ -171,17 +181,18 @@ def _check_resumed(run_dir: Path, db: Path, before: dict, code: int, out: str, e
 @needs_tflite
 @pytest.mark.slow
 def test_sigint_then_resume(tmp_path):
-    steps = _interrupt_and_resume(tmp_path, signal.SIGINT, [])
+    cells = grid("fp32")
+    steps = _interrupt_and_resume(tmp_path, signal.SIGINT, "fp32", [])
     _, run_dir, db, proc = next(steps)
     # while it runs, a second bench on the same directory is refused, naming the lock
-    code, _, err = cli([*BENCH, "--out", str(run_dir), "--no-history"])
+    code, _, err = cli([*bench_args("fp32"), "--out", str(run_dir), "--no-history"])
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"lock {run_dir / '.lock'}: PID {proc.pid} on {socket.gethostname()}" in err
     _, run_dir, db, (code, out, err) = next(steps)
-    before = _check_stopped(run_dir, code, err, signal.SIGINT)
+    before = _check_stopped(run_dir, code, err, signal.SIGINT, cells)
 
     # a fresh bench into the interrupted run's directory is refused with the way to resume it
-    code2, _, err2 = cli([*BENCH, "--out", str(run_dir), "--no-history"])
+    code2, _, err2 = cli([*bench_args("fp32"), "--out", str(run_dir), "--no-history"])
     assert code2 == 2 and f"lkca-edge bench --resume {run_dir}" in err2, err2
     assert len(err2.strip().splitlines()) == 1
     # --resume takes the recorded options only
@@ -191,23 +202,24 @@ def test_sigint_then_resume(tmp_path):
 
     proc = subprocess.run([sys.executable, "-m", "lkca_edge", "bench", "--resume", str(run_dir)],
                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
-    assert f"{len(before)} of {len(GRID)} cells already finished" in proc.stderr
-    _check_resumed(run_dir, db, before, proc.returncode, proc.stdout, proc.stderr)
+    assert f"{len(before)} of {len(cells)} cells already finished" in proc.stderr
+    _check_resumed(run_dir, db, before, proc.returncode, proc.stdout, proc.stderr, cells)
 
 
 @needs_tflite
 @pytest.mark.slow
 def test_sigterm_then_resume_then_resume_again(tmp_path):
-    steps = _interrupt_and_resume(tmp_path, signal.SIGTERM, ["--no-progress"])
+    cells = grid("int8")  # int8 cells carry per-layer tables: kept byte for byte too
+    steps = _interrupt_and_resume(tmp_path, signal.SIGTERM, "int8", ["--no-progress"])
     next(steps)
     _, run_dir, db, (code, out, err) = next(steps)
-    before = _check_stopped(run_dir, code, err, signal.SIGTERM)
+    before = _check_stopped(run_dir, code, err, signal.SIGTERM, cells)
     assert len(err.strip().splitlines()) == 1, err  # --no-progress: only the resume line
 
     proc = subprocess.run([sys.executable, "-m", "lkca_edge", "bench", "--resume", str(run_dir),
                            "--no-progress"], cwd=REPO, env=_env(), capture_output=True, text=True,
                           timeout=900)
-    results = _check_resumed(run_dir, db, before, proc.returncode, proc.stdout, proc.stderr)
+    results = _check_resumed(run_dir, db, before, proc.returncode, proc.stdout, proc.stderr, cells)
 
     # resuming a complete run rewrites its reports and nothing else: same cells, same run,
     # not recorded twice
