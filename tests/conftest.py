@@ -79,7 +79,7 @@ def exported(lkca1m, digits, tmp_path_factory):
         key = (plugin.name, chosen.name, tuple(sorted(fields.items())))
         if key not in cache:
             digest = hashlib.sha256(repr(key).encode()).hexdigest()[:12]
-            out, done = root / f"{backend}-{digest}", root / f"{backend}-{digest}.done"
+            out, done = root / f"{plugin.name}-{digest}", root / f"{plugin.name}-{digest}.done"
             with open(root / f".{digest}.lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 if done.exists():
