@@ -13,6 +13,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from lkca_edge.gates import MIXED_TARGET
+from lkca_edge.pipelines.mixed import MIXED_BUDGET
 from lkca_edge.results import (METRICS, best_cells, cell_key, cell_name, is_estimate, metric,
                                ok_cells, pareto_front, ship_line, what_to_ship)
 
@@ -51,8 +53,8 @@ LAYERS_LEGEND = ("Every layer of the source model, in execution order, against t
                  "layers in float first.")
 MIXED_LEGEND = ("int8-mixed: the int8 recipe with the layers that add the most error (per-layer "
                 "measurement of the all-int8 artifact) kept in float, one more per conversion, "
-                "until its target (accuracy drop <= 0.3 pt, top-1 agreement >= 99.5 %) is met or "
-                "4 layers are float. Latency cost: int8-mixed median minus int8 median, same run.")
+                f"until its target ({MIXED_TARGET.describe()}) is met or {MIXED_BUDGET} layers "
+                "are float. Latency cost: int8-mixed median minus int8 median, same run.")
 
 
 @dataclass
@@ -133,7 +135,9 @@ def compact_table(results: dict) -> Table:
         ["drop", "gate", "mem/lat/acc"]
     rows = []
     for c, row in zip(cells, wide.rows):
+        # "FAILED (convert)" -> "FAILED": the notes under the table name the step and the error
         status = row[index["status"]].replace("ok (static)", "static")
+        status = "FAILED" if status.startswith("FAILED") else status
         out = [row[index[h]] for h in keep[:-1]] + [status]
         for title, name, _ in COMPACT_COLUMNS:
             source = {"KB": "size KB"}.get(title, title)
@@ -194,7 +198,7 @@ def delegation_table(results: dict) -> Table | None:
                      NA if d.get("coverage") is None else f"{d['coverage']:.1%}",
                      ", ".join(f"{k} x{v}" for k, v in subgraphs.items()) or NA,
                      ", ".join(f"{k} x{v}" for k, v in list(rest.items())[:8]) or "none",
-                     reasons or (NA if not rest else "—")])
+                     reasons or NA])
     if not rows:
         return None
     return Table(["cell", "delegated ops", "not delegated", "coverage", "delegate subgraphs",

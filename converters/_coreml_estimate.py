@@ -63,7 +63,7 @@ def layer_values(model, values: dict[str, np.ndarray], compute_precision: str,
         for name, value in values.items():
             state[name].copy_(torch.from_numpy(value))
         with _fp16_activations() if compute_precision == "fp16" else contextlib.nullcontext():
-            return layer_outputs(twin, images, with_positions=True)
+            return layer_outputs(twin, images)
 
 
 def _fp16_activations():

@@ -150,7 +150,7 @@ class Backend:
     runtime_preload: tuple[tuple[str, ...], ...] = ()
     runner_class: type | None = None         # Runner(path, threads), built by ``load``
     # Whether ``convert`` honours a recipe's ``float_layers`` option (per-layer names kept in
-    # float by mixed precision: int8-mixed recipes and export --fallback).
+    # float by mixed precision: int8-mixed recipes and export --fallback); see keeps_float.
     keeps_layers_float: bool = False
     # Inputs an artifact of this backend can take (lkca_edge.preprocessing.INPUT_KINDS), and
     # the one ``export`` makes unless told.
@@ -191,6 +191,10 @@ class Backend:
             raise BackendUnavailable(reason)
 
     # -- recipes --------------------------------------------------------------------------------
+    def keeps_float(self, recipe: Recipe) -> bool:
+        """Whether this int8 ``recipe`` can keep named layers in float (mixed precision)."""
+        return self.keeps_layers_float and recipe.precision == "int8"
+
     def recipe(self, precision: str | None = None, recipe: str | None = None) -> Recipe:
         """Resolve ``--precision``/``--recipe`` to one of this backend's recipes."""
         if recipe is not None:

@@ -145,8 +145,11 @@ class OrtRunner(Runner):
 
         layer_of: dict[str, str] = {}
         if dims and self.tap_method:  # an .ort file has no ModelProto to map nodes from
-            graph = self.tensor_graph()
-            layer_of = op_layer_names(graph, locate_layers(graph, *dims))
+            try:  # a graph whose layers cannot be located keeps its op times, unlabelled
+                graph = self.tensor_graph()
+                layer_of = op_layer_names(graph, locate_layers(graph, *dims))
+            except UserError:
+                layer_of = {}
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self._threads
         opts.enable_profiling = True

@@ -250,9 +250,10 @@ class LiteRTRunner(Runner):
         whole = facts["whole_model_ms"]
         self.ops_note = (f"XNNPACK took {deleg['delegated_ops']} of "
                          f"{deleg['delegated_ops'] + deleg['builtin_ops']} ops in "
-                         f"{deleg['xnnpack_partitions']} partitions; builtin kernels: {builtin}. "
-                         f"Isolated classes account for {facts['attributed_ms']:.3f} ms of "
-                         f"{whole:.3f} ms per run" if whole else "")
+                         f"{deleg['xnnpack_partitions']} partitions; builtin kernels: {builtin}.")
+        if whole:
+            self.ops_note += (f" Isolated classes account for {facts['attributed_ms']:.3f} ms of "
+                              f"{whole:.3f} ms per run")
         if skipped:
             self.ops_note += f"; not isolated: {skipped}"
         return entries
@@ -283,6 +284,10 @@ class LiteRTBackend(Backend):
     runtime_preload = (("ai_edge_litert.interpreter", "tflite_runtime.interpreter"),)
     input_kinds = ("tensor", "image")
 
+    def keeps_float(self, recipe: Recipe) -> bool:
+        # the AI Edge Quantizer (aeq-*) recipes quantize the whole graph
+        return super().keeps_float(recipe) and recipe.option("tool") == "pt2e"
+
     def convert(self, model, example, recipe: Recipe, calibration, out_path: Path,
                 app: AppInfo | None = None) -> ConversionResult:
         from lkca_edge.converters._rewrites import explicit_norms, keep_layers_float
@@ -294,9 +299,9 @@ class LiteRTBackend(Backend):
         if recipe.option("explicit_norms", True):
             model, keep_float = explicit_norms(model)
             details["norms"] = "explicit (7 ops per LayerNorm, float)"
-        if recipe.option("float_layers") and tool != "pt2e":
+        if recipe.option("float_layers") and not self.keeps_float(recipe):
             raise UserError(f"tflite recipe {recipe.name!r} cannot keep layers in float (only "
-                            f"the PT2E recipes can)")
+                            f"the PT2E int8 recipes can)")
         model, float_types = keep_layers_float(model, recipe.option("float_layers", ()))
         keep_float = keep_float + float_types
         with temporary_directory("tflite-convert") as work, _converter_progress_off(), _layout_hint(recipe):

@@ -27,14 +27,12 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> floa
     return float((logits.argmax(1) == y).mean())
 
 
-def layer_outputs(model, images: np.ndarray, batch_size: int = 128,
-                  with_positions: bool = True) -> dict[str, np.ndarray]:
+def layer_outputs(model, images: np.ndarray, batch_size: int = 128) -> dict[str, np.ndarray]:
     """fp32 output of every layer ``models.layer_modules`` names, for (N, C, H, W) images:
     ``{name: (N, ...) float32}``, in execution order. A model in form ``fused`` is read through
     its fused network (the one converters trace), whose layers carry the same names.
-    ``with_positions``: ``patch_embed`` with the position embedding added (the residual stream
-    entering block 0: the tensor every artifact has; converters fold the embedding's bias into
-    the positions)."""
+    ``patch_embed`` has the position embedding added: the residual stream entering block 0, the
+    tensor every artifact has (converters fold the embedding's bias into the positions)."""
     import torch
 
     from lkca_edge.models import layer_modules
@@ -53,6 +51,6 @@ def layer_outputs(model, images: np.ndarray, batch_size: int = 128,
         for h in hooks:
             h.remove()
     out = {name: np.concatenate(parts) for name, parts in seen.items() if parts}
-    if with_positions and "patch_embed" in out:
+    if "patch_embed" in out:
         out["patch_embed"] = out["patch_embed"] + net.pos_embedding.detach().float().numpy()
     return out

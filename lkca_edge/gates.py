@@ -160,18 +160,26 @@ SQNR_CAP_DB = 200.0  # identical tensors: a finite, JSON-safe ceiling instead of
 
 class ErrorStats:
     """Error figures of a tensor against its reference, accumulated over batches (so the whole
-    tensor never has to be in memory): ``update(ref, actual)`` per batch, then ``metrics()``."""
+    tensor never has to be in memory): ``update(ref, actual)`` per batch, then ``metrics()``.
+    A NaN or infinity in the output makes the tensor as wrong as it can be (SQNR
+    ``-SQNR_CAP_DB``, cosine 0, infinite noise ratio); the absolute errors are over the
+    finite values, so every figure stays JSON-safe."""
 
     def __init__(self):
         self.signal = self.noise = self.dot = self.actual_sq = self.abs_sum = 0.0
         self.max_abs = 0.0
         self.count = 0
+        self.nonfinite = 0
 
     def update(self, reference: np.ndarray, actual: np.ndarray) -> "ErrorStats":
         ref = np.asarray(reference, np.float64).reshape(-1)
         act = np.asarray(actual, np.float64).reshape(-1)
         if ref.shape != act.shape:
             raise ValueError(f"{act.size} values against a reference of {ref.size}")
+        finite = np.isfinite(ref) & np.isfinite(act)
+        if not finite.all():
+            self.nonfinite += int(act.size - finite.sum())
+            ref, act = ref[finite], act[finite]
         diff = ref - act
         self.signal += float(ref @ ref)
         self.noise += float(diff @ diff)
@@ -184,7 +192,9 @@ class ErrorStats:
         return self
 
     def noise_ratio(self) -> float:
-        """Noise power over signal power (linear)."""
+        """Noise power over signal power (linear); infinite when any value was not finite."""
+        if self.nonfinite:
+            return float("inf")
         if self.signal > 0:
             return self.noise / self.signal
         return 0.0 if self.noise == 0 else float("inf")
@@ -192,14 +202,19 @@ class ErrorStats:
     def metrics(self) -> dict:
         """SQNR in dB (10 log10 signal / noise power, capped at ``SQNR_CAP_DB``), max and mean
         absolute error, and cosine similarity."""
-        if self.noise == 0.0:
+        if self.nonfinite:
+            sqnr = -SQNR_CAP_DB
+        elif self.noise == 0.0:
             sqnr = SQNR_CAP_DB
         elif self.signal == 0.0:
             sqnr = -SQNR_CAP_DB
         else:
             sqnr = float(min(SQNR_CAP_DB, 10.0 * np.log10(self.signal / self.noise)))
         denom = float(np.sqrt(self.signal * self.actual_sq))
-        cosine = self.dot / denom if denom > 0 else (1.0 if self.noise == 0 else 0.0)
+        if self.nonfinite:
+            cosine = 0.0
+        else:
+            cosine = self.dot / denom if denom > 0 else (1.0 if self.noise == 0 else 0.0)
         return {"sqnr_db": sqnr, "max_abs_err": self.max_abs,
                 "mean_abs_err": self.abs_sum / self.count if self.count else 0.0,
                 "cosine": float(cosine)}
@@ -211,9 +226,6 @@ def tensor_metrics(reference: np.ndarray, actual: np.ndarray) -> dict:
     return ErrorStats().update(reference, actual).metrics()
 
 
-def sqnr_db(reference: np.ndarray, actual: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio of ``actual`` against ``reference``, in dB."""
-    return tensor_metrics(reference, actual)["sqnr_db"]
 def _chance_failure(reference_accuracy: float | None, n_classes: int) -> str | None:
     if reference_accuracy is None or n_classes < 2:
         return None

@@ -282,6 +282,8 @@ def test_failed_cell_is_recorded_and_the_rest_goes_on(tmp_path):
     (["--runs", "0"], "--runs must be at least 1"),
     (["--device", "pixel-9"], "pixel-9"),
     (["--models", "lkca-1m", "vit-1m", "--checkpoint", "x.pt"], "--checkpoint applies to one model"),
+    (["--backends", "coreml", "--precisions", "int8-mixed"],
+     "no cell to bench: int8-mixed exists for executorch, tflite, onnx, not for coreml"),
 ])
 def test_bad_arguments_are_one_line(tmp_path, argv, needle):
     code, stdout, stderr = cli(["bench", *argv, "--out", str(tmp_path / "r"), "--no-history"])

@@ -87,7 +87,8 @@ def test_runner_facts(exports, digits):
     assert sum(o["count"] for o in gemm) == 1 + 4 * c["depth"] + 1  # fused: T, proj, fc1, fc2
     assert {o["module"] for o in gemm} == {"patch_embed", "head"} | {
         f"blocks.{b}.{part}" for b in range(c["depth"]) for part in ("mixer", "mlp")}
-    assert sum(o["share"] for o in ops) == pytest.approx(1.0)
+    # the matrix products are most of an lkca-1m forward pass
+    assert sum(o["total_ms"] for o in gemm) > 0.5 * sum(o["total_ms"] for o in ops)
     from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
 
     assert _threadpool_get_thread_count() == 1

@@ -255,6 +255,32 @@ def test_results_run_records_and_history_rows_are_typed(tmp_path):
         read_run_state(tmp_path)
 
 
+@pytest.mark.parametrize("edit, needle", [
+    (lambda c: c["per_layer"]["layers"][0].update(sqnr_db=None),
+     "field 'cells[0].per_layer.layers[0].sqnr_db' must be a number"),
+    (lambda c: c["per_layer"]["layers"][0].pop("cosine"), "cells[0].per_layer.layers[0] has no 'cosine'"),
+    (lambda c: c["per_layer"].update(worst="blocks.0.mlp"), "field 'cells[0].per_layer.worst'"),
+    (lambda c: c["delegation"]["reasons"][0].pop("count"), "cells[0].delegation.reasons[0] has no 'count'"),
+])
+def test_a_cell_record_the_report_could_not_render_is_refused(edit, needle):
+    """What resume reads back from cells/*.json is checked as far as the report reads it: a
+    per-layer row or a delegation reason with a field missing or null is one line, not a crash
+    at the end of the run."""
+    from lkca_edge.results.schema import SCHEMA, check_results
+
+    layer = {"name": "blocks.0.mlp", "sqnr_db": 31.0, "max_abs_err": 0.1, "cosine": 0.999,
+             "mean_abs_err": 0.01}
+    cell = {"model": "lkca-1m", "backend": "executorch", "precision": "int8", "status": "ok",
+            "per_layer": {"layers": [layer], "worst": ["blocks.0.mlp"], "missing": {}},
+            "delegation": {"reasons": [{"op": "aten.mean.dim", "count": 1, "reason": "3-D"}]}}
+    results = {"schema": SCHEMA, "run": {"id": "x"}, "cells": [cell]}
+    check_results(json.loads(json.dumps(results)), "cells/x.json")  # the record as written: fine
+    edit(cell)
+    with pytest.raises(UserError) as err:
+        check_results(results, "cells/x.json")
+    assert needle in str(err.value) and "cells/x.json" in str(err.value)
+
+
 # -- 1. integrity covers every byte a runtime reads -------------------------------------------------
 def test_onnx_external_data_is_hashed_and_may_not_leave_the_directory(onnx_artifact, tmp_path):
     import onnx

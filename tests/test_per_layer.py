@@ -31,6 +31,23 @@ def test_error_stats_over_batches_equal_one_pass():
     assert tensor_metrics(ref, ref)["sqnr_db"] == 200.0  # identical: the finite cap
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_output_is_the_worst_layer_not_a_perfect_one(bad):
+    """One NaN or infinity in a layer's output: the lowest SQNR, cosine 0, an infinite noise
+    ratio (so it is named among the worst layers), and figures that stay valid JSON."""
+    import json
+
+    ref = np.linspace(-1, 1, 64).reshape(4, 16)
+    act = ref.copy()
+    act[2, 5] = bad
+    stats = ErrorStats().update(ref[:2], act[:2]).update(ref[2:], act[2:])
+    m = stats.metrics()
+    assert m["sqnr_db"] == -200.0 and m["cosine"] == 0.0, m
+    assert stats.noise_ratio() == float("inf")
+    assert m["max_abs_err"] == 0.0  # over the finite values, which are exact here
+    json.loads(json.dumps(m, allow_nan=False))
+
+
 def _toy_graph(depth: int, extra_residual: bool = False) -> TensorGraph:
     """A transformer-shaped graph: embed + positions, per block norm -> branch -> residual add
     twice (with a constant shift add and an eps add inside), pool, head."""
@@ -199,6 +216,35 @@ def _cell(backend: str, precision: str, latency: float, per_layer=None, ops=(), 
             "per_layer": per_layer}
 
 
+def test_compact_table_fits_100_columns_with_int8_mixed_and_a_failed_cell(capsys):
+    """The default precisions include int8-mixed (the widest label) and a failed cell is common
+    (a backend not installed): the terminal table still fits 100 columns, nothing cut short."""
+    from types import SimpleNamespace
+
+    from lkca_edge.apps.console import print_bench_summary
+    from lkca_edge.results import SCHEMA
+    from tests.conftest import summary_table_lines
+
+    failed = {**_cell("executorch", "int8-mixed", 1.0), "status": "failed", "failed_step": "convert",
+              "error": "executorch is not installed (pip install 'lkca-edge[executorch]')",
+              "metrics": {}, "validation": None}
+    cells = [_cell(b, p, 1.23456) for b in ("executorch", "tflite", "onnx") for p in ("fp32", "int8")]
+    cells += [_cell("tflite", "int8-mixed", 0.98765), failed]
+    for c in cells:
+        c["metrics"].update(peak_rss_mb=361.4, accuracy_drop_pts=-0.28, size_bytes=3_657_123)
+        c["profile"]["verdict"] = {"memory_ok": True, "latency_ok": True, "accuracy_ok": False}
+    results = {"schema": SCHEMA, "cells": cells, "ship": [],
+               "run": {"models": ["lkca-1m"], "device": "raspberry-pi-5"}}
+    print_bench_summary(SimpleNamespace(results=results, files={}, out_dir="runs/x", run_id=None,
+                                        db_error=None))
+    out = capsys.readouterr().out
+    table = summary_table_lines(out)
+    assert max(len(line) for line in table) <= 100, "\n".join(table)
+    assert not any("…" in line for line in table), "\n".join(table)
+    assert any("int8-mixed" in line and "FAILED" in line for line in table)
+    assert "executorch is not installed" in out  # the failure's reason, under the table
+
+
 def test_report_shows_layers_ops_and_mixed_precision(tmp_path):
     """The bench report's issue-14 sections from a results object: the per-layer table and plot
     of every int8 cell, the operator time of every timed cell (by type and by layer) and the
@@ -222,9 +268,23 @@ def test_report_shows_layers_ops_and_mixed_precision(tmp_path):
     md = render_markdown(results)
     assert "## Per-layer numerics" in md and "| blocks.0.mixer | 31.0 | 0.1 | 0.999000 | #1 |" in md
     assert "## Operator time per cell" in md and "| blocks.0.mlp | 0.3000 | 75% |" in md
-    assert "## Mixed precision" in md and "+0.200 ms (+20%)" in md and "blocks.0.mixer" in md
+    assert "## Mixed precision" in md and "| +0.200 ms (+20%) |" in md
+    assert "| blocks.0.mixer | met |" in md  # the mixed row: its float layers, its target met
     files = write_report(results, tmp_path)
     assert (tmp_path / "plots" / "layers_lkca-1m_executorch_int8.png").is_file()
     html = (tmp_path / "report.html").read_text()
     assert html.count('id="plot-layers_') == 2 and "Per-layer numerics" in html
     assert files["report.md"].is_file() and render_html(results, []).count("<table") >= 5
+
+
+def test_fallback_without_validation_is_refused_before_converting(tmp_path):
+    """--fallback acts on a failed validation: with --no-validate it could never act, so the pair
+    is refused in one line and nothing is written."""
+    from lkca_edge.pipelines.export import ExportRequest, export_model
+
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="--fallback chooses float layers when validation fails: "
+                                        "drop --no-validate"):
+        export_model(ExportRequest(model="lkca-1m", backend="onnx", precision="int8", fallback=True,
+                                   validate=False, out=str(out)))
+    assert not out.exists() or not list(out.iterdir())

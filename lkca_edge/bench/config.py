@@ -104,6 +104,11 @@ def check_config(cfg: BenchConfig) -> None:
     for p in cfg.precisions:
         if p not in PRECISIONS and p not in VARIANTS:
             raise unknown_name("precision", p, (*PRECISIONS, *VARIANTS))
+    if not any(has_cell(b, p) for b in cfg.backends for p in cfg.precisions):
+        having = {v: [b for b in default_backends() if has_cell(b, v)] for v in cfg.precisions}
+        raise UserError("no cell to bench: " + "; ".join(
+            f"{v} exists for {', '.join(having[v]) or 'no backend'}" for v in cfg.precisions)
+            + f", not for {', '.join(cfg.backends)}")
     from lkca_edge.ranges import check_arg, check_optional
 
     check_arg("runs", cfg.runs)

@@ -57,8 +57,6 @@ def add_arguments(p) -> None:
     p.add_argument("--strict", action="store_true", help="exit 1 when any cell failed")
 
 
-DEFAULTS = {"models": ["lkca-1m"], "precisions": ["fp32", "int8", "int8-mixed"], "device": "host", "runs": 100,
-            "warmup": 10, "op_runs": 10}
 # options a resumed run takes from its record, never from the command line
 RECORDED = ("models", "backends", "precisions", "device", "runs", "warmup", "op_runs", "threads",
             "out", "db", "no_history", "checkpoint", "limit", "profiles_dir", "dataset", "remote",
@@ -69,7 +67,7 @@ def run(args) -> int:
     import sys
 
     from lkca_edge.bench import BenchConfig, resume_bench, run_bench, split_names
-    from lkca_edge.bench.config import default_backends
+    from lkca_edge.bench.config import DEFAULT_MODELS, DEFAULT_PRECISIONS, default_backends
     from lkca_edge.errors import UserError
 
     if args.resume is not None:
@@ -80,7 +78,9 @@ def run(args) -> int:
                             f"drop {flags}")
         outcome = resume_bench(args.resume, progress=not args.no_progress)
     else:
-        for name, value in DEFAULTS.items():
+        defaults = {"models": list(DEFAULT_MODELS), "precisions": list(DEFAULT_PRECISIONS),
+                    **{n: getattr(BenchConfig, n) for n in ("device", "runs", "warmup", "op_runs")}}
+        for name, value in defaults.items():
             if getattr(args, name) is None and not (name == "models" and args.checkpoint):
                 setattr(args, name, value)
         cfg = BenchConfig(

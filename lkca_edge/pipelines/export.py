@@ -142,6 +142,7 @@ def _export(req: ExportRequest, model=None, dataset=None) -> ExportResult:
         get_spec(req.model)  # an unknown name is refused before torch is imported
     backend = get_backend(req.backend)
     recipe = backend.recipe(req.precision, req.recipe)
+    _check_float_layer_options(req, recipe)
     input_kind = backend.input_kind(req.input)
     extension = artifact_extension(backend, req)
     backend.require_available()
@@ -193,6 +194,19 @@ def _check_image_shape(model, data) -> None:
         raise UserError(f"dataset images are {data.test_x.shape[1:]}, the model needs {want}")
 
 
+def _check_float_layer_options(req: ExportRequest, recipe) -> None:
+    """Mixed precision (an int8-mixed recipe, --fallback) chooses float layers by validating and
+    by reading the artifact's layers: refuse what cannot work before any work is done."""
+    if (recipe.option("mixed") or req.fallback) and req.ort:
+        raise UserError("an .ort file exposes no intermediate tensors to choose float layers by: "
+                        "export the .onnx with this recipe or --fallback (drop --ort)")
+    if recipe.option("mixed") and not req.validate:
+        raise UserError(f"recipe {recipe.name} chooses its float layers by validating: "
+                        f"drop --no-validate")
+    if req.fallback and not req.validate:
+        raise UserError("--fallback chooses float layers when validation fails: drop --no-validate")
+
+
 def _convert_validate_write(req, model, backend, recipe, form, data, calibration, example,
                             artifact: Path, app) -> ExportResult:
     from lkca_edge.builder import model_source
@@ -203,12 +217,6 @@ def _convert_validate_write(req, model, backend, recipe, form, data, calibration
     # form "fused": the compact fused network; an image input puts the normalization in front
     graph_model = backend.graph_for(graph_model, app)
     trained = bool(getattr(model, "trained", True))
-    if (recipe.option("mixed") or req.fallback) and req.ort:
-        raise UserError("an .ort file exposes no intermediate tensors to choose float layers by: "
-                        "export the .onnx with this recipe or --fallback (drop --ort)")
-    if recipe.option("mixed") and not req.validate:
-        raise UserError(f"recipe {recipe.name} chooses its float layers by validating: "
-                        f"drop --no-validate")
     with atomic_path(artifact, replace=replaceable) as tmp:
         def convert(r):
             with quiet():
@@ -234,12 +242,13 @@ def _convert_validate_write(req, model, backend, recipe, form, data, calibration
                                       inputs=model.preprocessing.as_input(x, app.input_kind))
 
             fallback = req.fallback and validation.passed is False
-            if recipe.option("mixed") or fallback:
-                if recipe.precision != "int8" or not backend.keeps_layers_float:
-                    raise GateFailed(
-                        f"{artifact.name} failed its {recipe.precision} gate: "
-                        f"{'; '.join(validation.failures)}; --fallback keeps layers in float only "
-                        f"in int8 exports of {', '.join(_float_capable())} (nothing written)")
+            if fallback and not backend.keeps_float(recipe) and req.enforce_gate:
+                raise GateFailed(
+                    f"{artifact.name} failed its {recipe.precision} gate: "
+                    f"{'; '.join(validation.failures)}; --fallback keeps layers in float only in "
+                    f"int8 exports of {', '.join(_float_capable())}, and {backend.name} recipe "
+                    f"{recipe.name} is not one of them (nothing written)")
+            if recipe.option("mixed") or (fallback and backend.keeps_float(recipe)):
                 from lkca_edge.pipelines.mixed import keep_sensitive_layers_float
 
                 outcome = keep_sensitive_layers_float(recipe, conversion, validation,

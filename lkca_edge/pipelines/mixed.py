@@ -17,7 +17,8 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-from lkca_edge.gates import Gate, ValidationResult, gate_for, meets
+from lkca_edge.gates import MIXED_TARGET, Gate, ValidationResult, gate_for, meets
+from lkca_edge.pipelines.per_layer import ROUNDING_NOISE
 
 MIXED_BUDGET = 4      # int8-mixed: at most this many layers in float
 FALLBACK_BUDGET = 8   # --fallback: at most this many layers in float
@@ -26,9 +27,8 @@ FALLBACK_BUDGET = 8   # --fallback: at most this many layers in float
 @dataclass
 class MixedOutcome:
     recipe: object              # the recipe of the artifact now on disk (its float_layers)
-    conversion: object          # its ConversionResult
+    conversion: object          # its ConversionResult (details.mixed_precision: the search)
     validation: ValidationResult
-    report: dict                # what the manifest records under details.mixed_precision
     seconds: float              # conversion time spent on the extra steps
 
 
@@ -50,13 +50,9 @@ def keep_sensitive_layers_float(recipe, conversion, validation: ValidationResult
     ``validation``). ``convert(recipe) -> ConversionResult`` re-converts into the same file,
     ``validate() -> ValidationResult`` validates it, ``measure() -> PerLayerResult`` measures its
     layers. ``fallback``: the target is the int8 gate (else ``MIXED_TARGET``)."""
-    from lkca_edge.gates import MIXED_TARGET
-
     target = gate_for("int8", getattr(validation, "trained", True)) if fallback else MIXED_TARGET
     budget = FALLBACK_BUDGET if fallback else MIXED_BUDGET
     layers = measure()
-    from lkca_edge.pipelines.per_layer import ROUNDING_NOISE
-
     ranking = [s for s in layers.sensitivity if s["added_noise"] > ROUNDING_NOISE]
     steps = [_step([], validation, target)]
     seconds = 0.0
@@ -97,4 +93,4 @@ def keep_sensitive_layers_float(recipe, conversion, validation: ValidationResult
     final_recipe, final_conversion, final_validation = current
     final_conversion.details = {**final_conversion.details, "float_layers": list(floated),
                                 "mixed_precision": report}
-    return MixedOutcome(final_recipe, final_conversion, final_validation, report, seconds)
+    return MixedOutcome(final_recipe, final_conversion, final_validation, seconds)

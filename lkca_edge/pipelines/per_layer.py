@@ -5,8 +5,9 @@ The comparison is written once, here. Each backend's runner contributes only its
 graph (``tensor_graph``) and a run of the artifact with chosen graph tensors as extra outputs
 (``run_with_taps``); ``converters._graph.locate_layers`` finds the source model's layers in that
 graph by structure. The artifact runs in an isolated child (a runtime crash is one line); the
-reference layer outputs are written to a temporary file for it, so the child returns only the
-error figures. Core ML on Linux cannot run: its backend contributes the per-layer values of the
+reference layer outputs are written to temporary files for it, a chunk of images at a time, and
+the child reads them memory-mapped, so neither side holds every layer of every image and the
+child returns only the error figures. Core ML on Linux cannot run: its backend contributes the per-layer values of the
 torch source with the package's stored weights (``static_layer_outputs``), labelled static.
 
 Sensitivity: how much error a layer adds to the residual stream, as the stream's noise-to-signal
@@ -82,7 +83,7 @@ def reference_layers(model, images: np.ndarray) -> tuple[dict[str, np.ndarray], 
     (the stream entering block 0), as ``converters._graph`` locates it."""
     from lkca_edge.evaluation import layer_outputs
 
-    ref = layer_outputs(model, images, with_positions=True)
+    ref = layer_outputs(model, images)
     depth = model.config.depth
     stream = [ref["patch_embed"]]
     for b in range(depth):
@@ -91,17 +92,51 @@ def reference_layers(model, images: np.ndarray) -> tuple[dict[str, np.ndarray], 
     return ref, stream
 
 
+def stream_sources(depth: int) -> dict[str, str]:
+    """Residual-stream points that are a layer's output: entering block 0 is ``patch_embed``,
+    after block b's second residual addition is ``blocks.b``. Only the point after each mixer's
+    residual addition is a tensor of its own."""
+    return {"stream.0": "patch_embed",
+            **{f"stream.{2 * b + 2}": f"blocks.{b}" for b in range(depth)}}
+
+
+def write_reference(model, images: np.ndarray, directory: Path) -> list[str]:
+    """The reference layer values for ``images`` as one ``<key>.npy`` per tensor in ``directory``
+    (written CHUNK images at a time, so memory stays bounded for any number of images); returns
+    the layer names in execution order. The stream points ``stream_sources`` names are not
+    written again."""
+    depth = model.config.depth
+    files: dict[str, np.ndarray] = {}
+    order: list[str] = []
+    for i in range(0, len(images), CHUNK):
+        ref, stream = reference_layers(model, images[i:i + CHUNK])
+        if not order:
+            order = list(ref)
+        values = {**ref, **{f"stream.{2 * b + 1}": stream[2 * b + 1] for b in range(depth)}}
+        for key, value in values.items():
+            if key not in files:
+                files[key] = np.lib.format.open_memmap(
+                    directory / f"{key}.npy", mode="w+", dtype=np.float32,
+                    shape=(len(images), *value.shape[1:]))
+            files[key][i:i + len(value)] = value
+    for f in files.values():
+        f.flush()
+    return order
+
+
 # -- measured in the artifact's own runtime (an isolated child) -------------------------------------
-def _in_runtime(backend_name: str, path: str, images: np.ndarray, reference_file: str,
+def _in_runtime(backend_name: str, path: str, images: np.ndarray, reference_dir: str,
                 dims: tuple[int, int, int], threads: int) -> dict:
-    """Runs inside the isolated child: the artifact's layer values against the reference ones."""
+    """Runs inside the isolated child: the artifact's layer values against the reference ones
+    (``write_reference``'s files, memory-mapped: each chunk reads only its own images)."""
     from lkca_edge.converters import get_backend
     from lkca_edge.converters._graph import locate_layers
     from lkca_edge.gates import ErrorStats
     from lkca_edge.logs import quiet
 
-    with np.load(reference_file) as f:
-        reference = {k: f[k] for k in f.files}
+    files = {p.stem: p for p in Path(reference_dir).glob("*.npy")}
+    files.update({k: files[v] for k, v in stream_sources(dims[0]).items() if v in files})
+    reference = {k: np.load(p, mmap_mode="r") for k, p in files.items()}
     with quiet():
         runner = get_backend(backend_name).load(path, threads=threads)
         if not runner.tap_method:
@@ -190,21 +225,18 @@ def measure_layers(backend, artifact, model, images: np.ndarray, *, precision: s
     if getattr(model, "config", None) is None or not hasattr(model, "blocks"):
         raise UserError("per-layer comparison names the layers of a zoo architecture "
                         "(patch_embed, blocks.i, head); this model is not one")
-    reference, stream = reference_layers(model, images)
-    order = list(reference)
-    depth = len(stream) // 2
     c = model.config
+    depth = c.depth
     reason = backend.runnable()
     if reason is None:
         from lkca_edge.isolation import run_isolated
 
         with temporary_directory("layers") as tmp:
-            ref_file = Path(tmp) / "reference.npz"
-            np.savez(ref_file, **reference, **{f"stream.{k}": s for k, s in enumerate(stream)})
-            dims = (c.depth, (c.image_size // c.patch_size) ** 2, c.dim)
+            order = write_reference(model, images, Path(tmp))
+            dims = (c.depth, c.num_tokens, c.dim)
             feed = images if inputs is None else inputs
             out = run_isolated(_in_runtime, backend.name, str(artifact), np.ascontiguousarray(feed),
-                               str(ref_file), dims,
+                               str(tmp), dims,
                                threads, what=f"the {backend.name} runtime reading the layers of "
                                              f"{final_name(artifact)}")
         return _result(out["stats"], order, depth, backend=backend.name, precision=precision,
@@ -213,6 +245,8 @@ def measure_layers(backend, artifact, model, images: np.ndarray, *, precision: s
     if not hasattr(backend, "static_layer_outputs"):
         raise UserError(f"{backend.name} artifacts cannot run here ({reason}) and the backend has "
                         f"no static per-layer check")
+    reference, stream = reference_layers(model, images)
+    order = list(reference)
     values, how = backend.static_layer_outputs(artifact, model, images)
     stats = {}
     for name, ref in reference.items():

@@ -82,12 +82,8 @@ def validate_artifact(artifact, dataset: str | None = None, limit: int | None = 
                       remote_command: str | None = None, ssh_options=()) -> ValidationResult:
     """`lkca-edge validate`: the artifact against its fp32 source on real held-out images;
     ``remote`` (``ssh://USER@HOST[:PORT]``) runs it on a board, on the validation pack."""
-    from lkca_edge.isolation import run_isolated
-    from lkca_edge.pipelines.artifacts import open_artifact, run_artifact, static_check
-    from lkca_edge.preprocessing import Preprocessing
+    from lkca_edge.pipelines.artifacts import open_artifact
     from lkca_edge.profiles.remote import AdbTarget, SshTarget, parse_remote
-
-    from lkca_edge.hostinfo import cap_threads
     from lkca_edge.ranges import check_arg, check_optional
 
     check_optional("limit", limit)
@@ -110,6 +106,16 @@ def validate_artifact(artifact, dataset: str | None = None, limit: int | None = 
 
         return validate_over_ssh(target, artifact, command=remote_command, options=ssh_options,
                                  limit=limit, threads=threads, verify=verify)
+    return _validate_here(artifact, manifest, backend, dataset, limit, threads)[0]
+
+
+def _validate_here(artifact, manifest, backend, dataset, limit, threads):
+    """Validation on this machine of an opened artifact: (result, the images, preprocessing)."""
+    from lkca_edge.hostinfo import cap_threads
+    from lkca_edge.isolation import run_isolated
+    from lkca_edge.pipelines.artifacts import run_artifact, static_check
+    from lkca_edge.preprocessing import Preprocessing
+
     gate_for(manifest.precision, manifest.trained)  # an unknown precision is refused first
     threads = cap_threads(threads)  # this host's cores (a board caps its own)
     prep = Preprocessing.from_dict(manifest.preprocessing)
@@ -123,7 +129,7 @@ def validate_artifact(artifact, dataset: str | None = None, limit: int | None = 
         stored = manifest.validation or {}
         if stored.get("estimate"):
             result.note = f"{result.note}; export-time estimate: {stored.get('note', '')}"
-        return result
+        return result, x, prep
     logits = run_isolated(run_artifact, backend.name, str(artifact), inputs, threads,
                           what=f"the {backend.name} runtime loading {artifact.name}")
     result = validate_logits(logits, ref, y, backend.name, manifest.precision, note=f"on {where}",
@@ -133,7 +139,7 @@ def validate_artifact(artifact, dataset: str | None = None, limit: int | None = 
                                DYNAMIC_BATCH, what=f"the {backend.name} runtime loading {artifact.name}")
         result.add_batch(validate_logits(batched, ref, y, backend.name, manifest.precision,
                                          **common), DYNAMIC_BATCH)
-    return result
+    return result, x, prep
 
 
 def has_dynamic_batch(manifest) -> bool:
@@ -148,22 +154,20 @@ def validate_per_layer(artifact, dataset: str | None = None, limit: int | None =
     source, on the same images. It runs whatever the gate says: a failing artifact is when the
     layers matter. Needs torch (the source model's layers are the reference)."""
     from lkca_edge.pipelines.artifacts import open_artifact
-    from lkca_edge.pipelines.per_layer import measure_layers
-    from lkca_edge.preprocessing import Preprocessing
+    from lkca_edge.ranges import check_arg, check_optional
 
-    result = validate_artifact(artifact, dataset=dataset, limit=limit, threads=threads,
-                               verify=verify)
     if importlib.util.find_spec("torch") is None:
         raise UserError("--per-layer compares with the fp32 source model's layers, which needs "
                         "torch (pip install 'lkca-edge[convert]')")
+    check_optional("limit", limit)
+    check_arg("threads", threads)
     from lkca_edge.builder import rebuild_source_model
-
     from lkca_edge.hostinfo import cap_threads
+    from lkca_edge.pipelines.per_layer import measure_layers
 
     threads = cap_threads(threads)
-    artifact, manifest, backend = open_artifact(artifact, verify=False)  # verified just above
-    prep = Preprocessing.from_dict(manifest.preprocessing)
-    x = validation_inputs(artifact, manifest, prep, dataset, limit)[0]
+    artifact, manifest, backend = open_artifact(artifact, verify)
+    result, x, prep = _validate_here(artifact, manifest, backend, dataset, limit, threads)
     layers = measure_layers(backend, artifact, rebuild_source_model(manifest), x,
                             inputs=prep.as_input(x, manifest.input_kind),
                             precision=manifest.precision,

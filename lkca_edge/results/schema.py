@@ -94,8 +94,10 @@ CELL_FIELDS = {"model": str, "backend": str, "precision": str, "status": str, "r
                "manifest": dict | None, "per_layer": dict | None}
 # What the report reads from a cell's per-layer table and per-operator times.
 _NUM = float | None
-LAYER_FIELDS = {"name": str, "sqnr_db": _NUM, "max_abs_err": _NUM, "cosine": _NUM,
-                "mean_abs_err": _NUM}
+# (every field of a layer row and of a delegation reason is required: the report formats each)
+LAYER_FIELDS = {"name": str, "sqnr_db": float, "max_abs_err": float, "cosine": float,
+                "mean_abs_err": float}
+REASON_FIELDS = {"op": str, "count": int, "reason": str}
 OP_FIELDS = {"name": _OPT_TEXT, "type": _OPT_TEXT, "module": _OPT_TEXT, "op": _OPT_TEXT,
              "count": _NUM, "total_ms": _NUM, "mean_ms": _NUM, "share": _NUM, "ms": _NUM,
              "delegated": bool | None}
@@ -133,8 +135,14 @@ def check_results(results, source: str = "results") -> dict:
         if isinstance(c.get("profile"), dict) and "latency_ms" in c["profile"]:
             check_value(c["profile"]["latency_ms"], dict[str, float | None] | None, source,
                         f"cells[{i}].profile.latency_ms")
-        _check_rows(((c.get("per_layer") or {}).get("layers")), LAYER_FIELDS, source,
-                    f"cells[{i}].per_layer.layers")
+        per_layer = c.get("per_layer") or {}
+        _check_rows(per_layer.get("layers"), LAYER_FIELDS, source, f"cells[{i}].per_layer.layers",
+                    required=True)
+        for key, hint in (("worst", list[str]), ("missing", dict[str, str])):
+            if key in per_layer:
+                check_value(per_layer[key], hint, source, f"cells[{i}].per_layer.{key}")
+        _check_rows((c.get("delegation") or {}).get("reasons"), REASON_FIELDS, source,
+                    f"cells[{i}].delegation.reasons", required=True)
         _check_rows(((c.get("profile") or {}).get("ops")), OP_FIELDS, source,
                     f"cells[{i}].profile.ops")
         mixed = ((c.get("manifest") or {}).get("details") or {}).get("mixed_precision")
@@ -145,8 +153,9 @@ def check_results(results, source: str = "results") -> dict:
     return results
 
 
-def _check_rows(rows, fields: dict, source: str, where: str) -> None:
-    """A list of objects whose known keys have the types in ``fields`` (None: nothing to check)."""
+def _check_rows(rows, fields: dict, source: str, where: str, required: bool = False) -> None:
+    """A list of objects whose keys have the types in ``fields`` (None: nothing to check);
+    ``required``: every one of those keys must be there."""
     from lkca_edge.schemas import check_value
 
     if rows is None:
@@ -156,6 +165,8 @@ def _check_rows(rows, fields: dict, source: str, where: str) -> None:
         for key, hint in fields.items():
             if key in row:
                 check_value(row[key], hint, source, f"{where}[{j}].{key}")
+            elif required:
+                raise UserError(f"{source}: {where}[{j}] has no {key!r}")
 
 
 def read_results(path: str | Path) -> dict:
